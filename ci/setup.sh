@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on a fresh Debian machine with only Rust, gcc
+# and Python: the armv7 cross toolchain, qemu-user, OpenSSH (the device tests start
+# their own sshd) and the armv7 Rust target. Idempotent: skips what is present.
+set -euo pipefail
+packages=(qemu-user gcc-arm-linux-gnueabihf libc6-dev-armhf-cross openssh-server openssh-client)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "ci/setup.sh: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+rustup target list --installed | grep -qx armv7-unknown-linux-gnueabihf ||
+  rustup target add armv7-unknown-linux-gnueabihf
+for c in rustfmt clippy; do
+  rustup component list --installed | grep -q "^$c" || rustup component add "$c"
+done
