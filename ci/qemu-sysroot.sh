@@ -23,4 +23,30 @@ if [ -f "$root/targets/$profile.cpuinfo" ]; then
   cmp -s "$root/targets/$profile.cpuinfo" "$prefix/proc/cpuinfo" 2>/dev/null ||
     cp "$root/targets/$profile.cpuinfo" "$prefix/proc/cpuinfo"
 fi
+# tract sizes its matrix blocking from /sys/devices/system/cpu/cpu0/cache/indexN, which
+# qemu-user shows from the HOST (so counts would depend on the CI machine). A 32-bit ARM
+# board kernel usually exposes none: shadow every indexN with level 0 / size 0, which tract
+# skips, and a one-CPU topology. (-L is looked up per file, so absent files would fall
+# through to the host's.)
+cache_dir="$prefix/sys/devices/system/cpu/cpu0/cache"
+for idx in $(seq 0 15); do
+  mkdir -p "$cache_dir/index$idx"
+  for f in level size; do echo 0 > "$cache_dir/index$idx/$f"; done
+  echo Unified > "$cache_dir/index$idx/type"
+  echo 0 > "$cache_dir/index$idx/shared_cpu_list"
+done
+mkdir -p "$prefix/sys/devices/system/cpu/cpu0/topology"
+echo 0 > "$prefix/sys/devices/system/cpu/cpu0/topology/thread_siblings_list"
+echo 0 > "$prefix/sys/devices/system/cpu/online"
+echo 0 > "$prefix/sys/devices/system/cpu/possible"
+echo 0 > "$prefix/sys/devices/system/cpu/present"
+# Deterministic getrandom(2) for the pinned cost counter (see ci/fixed-getrandom.c);
+# preloaded only by `edgebench qemu` (qemu -E LD_PRELOAD=/opt/edge/libfixed_getrandom.so).
+cross_cc="$(get linker)"
+shim="$prefix/opt/edge/libfixed_getrandom.so"
+if [ -n "$cross_cc" ] && command -v "$cross_cc" >/dev/null 2>&1 &&
+   { [ ! -f "$shim" ] || [ "$root/ci/fixed-getrandom.c" -nt "$shim" ]; }; then
+  mkdir -p "$prefix/opt/edge"
+  "$cross_cc" -O2 -shared -fPIC -o "$shim.tmp" "$root/ci/fixed-getrandom.c" && mv "$shim.tmp" "$shim"
+fi
 echo "$prefix"

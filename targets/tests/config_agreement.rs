@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use target_profiles::Profile;
 
 fn repo_file(rel: &str) -> toml::Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(rel);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(rel);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     toml::from_str(&text).unwrap_or_else(|e| panic!("{} does not parse: {e}", path.display()))
@@ -63,10 +65,9 @@ fn armv7_runner_is_the_profile_runner() {
         .as_array()
         .unwrap();
     assert_eq!(runner[0].as_str(), Some("ci/qemu-run"));
-    let script = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../ci/qemu-run"),
-    )
-    .unwrap();
+    let script =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../ci/qemu-run"))
+            .unwrap();
     // The runner takes the CPU and sysroot from the profile, not from literals.
     assert!(script.contains("get qemu_cpu"), "{script}");
 }

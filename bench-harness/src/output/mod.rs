@@ -1,0 +1,4 @@
+//! Terminal output: progress bar and tables.
+
+pub mod progress;
+pub mod table;

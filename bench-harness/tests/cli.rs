@@ -1,0 +1,318 @@
+//! End-to-end runs of the `edgebench` binary on real exported models (the three
+//! 12-MFLOP networks, few samples so the suite stays fast).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use bench_harness::export::json::read_json;
+use bench_harness::report::REPORT_SCHEMA;
+
+const FEW_SAMPLES: [&str; 8] = [
+    "--min-runs",
+    "3",
+    "--min-time",
+    "0",
+    "--warmup-runs",
+    "1",
+    "--warmup-time",
+    "0",
+];
+
+fn edgebench(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_edgebench"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("edgebench runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+struct FullRun {
+    dir: tempfile::TempDir,
+    stdout: String,
+}
+
+impl FullRun {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// One full run of the 12-MFLOP budget, exporting the models into a fresh
+/// directory, shared by the tests below.
+fn full_run() -> &'static FullRun {
+    static RUN: OnceLock<FullRun> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = vec![
+            "run",
+            "--budget",
+            "12",
+            "--model-dir",
+            "models",
+            "--json",
+            "r.json",
+            "--markdown",
+            "r.md",
+            "--html",
+            "r.html",
+            "--seed",
+            "7",
+        ];
+        args.extend(FEW_SAMPLES);
+        let o = edgebench(&args, dir.path());
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        FullRun {
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            dir,
+        }
+    })
+}
+
+#[test]
+fn full_run_prints_tables_and_writes_every_output() {
+    let run = full_run();
+    for model in ["fd_mobilenet_0.25", "mobilenet_0.125", "shufflenet_g3_0.25"] {
+        assert!(
+            run.stdout.contains(model),
+            "{model} missing:\n{}",
+            run.stdout
+        );
+        assert!(run.path(&format!("models/{model}.onnx")).is_file());
+    }
+    assert!(
+        run.stdout.contains("Claims of the FD-MobileNet paper"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("1.82x") && run.stdout.contains("1.11x"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("(1 - 5 %)"),
+        "tolerance printed:\n{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("Hardware counters"), "{}", run.stdout);
+
+    let report = read_json(&run.path("r.json")).unwrap();
+    assert_eq!(report.schema, REPORT_SCHEMA);
+    assert_eq!(report.models.len(), 3);
+    assert_eq!(report.claims.len(), 2);
+    for m in &report.models {
+        assert!(
+            m.samples_ms.len() >= 3,
+            "{}: {}",
+            m.name,
+            m.samples_ms.len()
+        );
+        assert_eq!(m.stats.n, m.samples_ms.len());
+        assert!(m.warmup_runs >= 1);
+        assert!(
+            m.macs > 10_000_000 && m.macs < 13_000_000,
+            "{}: {}",
+            m.name,
+            m.macs
+        );
+        assert!(m.gmacs_per_s > 0.0);
+        assert!(
+            m.counters.status == "available" || m.counters.status.starts_with("unavailable: "),
+            "{}",
+            m.counters.status
+        );
+    }
+    // Interleaved rounds: every model of the group has the same number of samples,
+    // so the speedup intervals are paired by round.
+    let n = report.models[0].samples_ms.len();
+    assert!(report.models.iter().all(|m| m.samples_ms.len() == n));
+    assert!(report.claims.iter().all(|c| c.paired));
+    assert_eq!(report.options.seed, 7);
+    assert!(report.peak_rss_kib.unwrap_or(0) > 0);
+
+    let md = std::fs::read_to_string(run.path("r.md")).unwrap();
+    assert!(
+        md.contains("| model |") && md.contains("## The paper's claims"),
+        "{md}"
+    );
+    let html = std::fs::read_to_string(run.path("r.html")).unwrap();
+    assert_eq!(html.matches("<svg").count(), 3, "three charts");
+    assert!(
+        !html.contains("<script") && !html.contains("<link"),
+        "self-contained"
+    );
+    assert!(
+        html.contains("Latency against MACs") && html.contains("MACs by feature-map resolution")
+    );
+}
+
+#[test]
+fn report_validates_against_the_json_schema_and_round_trips() {
+    let run = full_run();
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/schema/report-v1.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("valid JSON Schema");
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.path("r.json")).unwrap()).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&written)
+        .map(|e| format!("{e} at {}", e.instance_path))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+
+    // Round trip: read, write, read gives the same report and the same JSON.
+    let report = read_json(&run.path("r.json")).unwrap();
+    let again = serde_json::to_value(&report).unwrap();
+    assert_eq!(again, written);
+
+    // The schema rejects what it should: a wrong version and a wrong verdict word.
+    let mut wrong = written.clone();
+    wrong["schema"] = "edgebench/report/v0".into();
+    assert!(!validator.is_valid(&wrong));
+    let mut wrong = written.clone();
+    wrong["claims"][0]["verdict"] = "sort of".into();
+    assert!(!validator.is_valid(&wrong));
+}
+
+#[test]
+fn never_overwrites_an_existing_json_and_no_export_uses_copied_models() {
+    let run = full_run();
+    let before = std::fs::read(run.path("r.json")).unwrap();
+    let mut args = vec![
+        "run",
+        "--models",
+        "fd_mobilenet_0.25",
+        "--no-export",
+        "--model-dir",
+        "models",
+        "--json",
+        "r.json",
+    ];
+    args.extend(FEW_SAMPLES);
+    let o = edgebench(&args, run.dir.path());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("r.json") && err.contains("already exists"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(run.path("r.json")).unwrap(), before);
+
+    // The same command with a new name works without exporting (models already there).
+    args[7] = "second.json";
+    let o = edgebench(&args, run.dir.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(read_json(&run.path("second.json")).unwrap().models.len(), 1);
+}
+
+#[test]
+fn no_export_with_missing_model_is_a_one_line_bad_input_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = edgebench(
+        &[
+            "run",
+            "--models",
+            "mobilenet_0.125",
+            "--no-export",
+            "--model-dir",
+            "empty",
+        ],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("mobilenet_0.125.onnx"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn compare_exit_codes() {
+    let run = full_run();
+    let dir = run.dir.path();
+    // Same report against itself: no significant change.
+    let o = edgebench(
+        &["compare", "r.json", "r.json", "--markdown", "same.md"],
+        dir,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(std::fs::read_to_string(dir.join("same.md"))
+        .unwrap()
+        .contains("No model is slower"));
+
+    // A copy where every sample of one model is 50 % slower: a regression (exit 1).
+    let mut slow: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("r.json")).unwrap()).unwrap();
+    for s in slow["models"][0]["samples_ms"].as_array_mut().unwrap() {
+        *s = (s.as_f64().unwrap() * 1.5).into();
+    }
+    let slow_path = dir.join("slow.json");
+    if !slow_path.exists() {
+        std::fs::write(&slow_path, serde_json::to_string(&slow).unwrap()).unwrap();
+    }
+    let o = edgebench(
+        &["compare", "r.json", "slow.json", "--threshold", "5%"],
+        dir,
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("slower"),
+        "{}",
+        text(&o)
+    );
+    // The other direction is an improvement, not a regression.
+    let o = edgebench(&["compare", "slow.json", "r.json"], dir);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // A threshold above the slowdown: significant but within it.
+    let o = edgebench(
+        &["compare", "r.json", "slow.json", "--threshold", "80%"],
+        dir,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    // Not a report: exit 2 naming the file.
+    let o = edgebench(&["compare", "r.md", "r.json"], dir);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("r.md"));
+}
+
+#[test]
+fn profile_groups_time_and_macs() {
+    let run = full_run();
+    let o = edgebench(
+        &[
+            "profile",
+            "fd_mobilenet_0.25",
+            "--model-dir",
+            "models",
+            "--no-export",
+            "--runs",
+            "2",
+            "--warmup-runs",
+            "1",
+        ],
+        run.dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("By operator kind") && out.contains("By output feature-map resolution"),
+        "{out}"
+    );
+    assert!(out.contains("7x7") && out.contains("112x112"), "{out}");
+}

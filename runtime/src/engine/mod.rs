@@ -1,0 +1,228 @@
+//! The `edge` engine: tract's optimised graph with our own kernels patched in
+//! (issue 7). Owned by the kernel engineer.
+//!
+//! [`apply`] runs on the decluttered typed model. It replaces every 3x3 depthwise
+//! convolution (group == input channels == output channels, pad 1, stride 1 or 2, NCHW or
+//! CHW, f32, constant weights) by [`EdgeDepthwise3x3`], folding into it what directly follows
+//! and has no other consumer: the BatchNorm that declutter leaves as per-channel
+//! `Mul`/`Add` (or already as the conv bias when the export folded it) and the ReLU, which
+//! tract represents as `Max(x, 0)`.
+
+pub mod depthwise;
+
+pub use depthwise::EdgeDepthwise3x3;
+
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
+use tract_onnx::tract_core::ops::math::{Add, Max, Mul, Sub};
+use tract_onnx::tract_core::ops::nn::DataFormat;
+
+/// What [`rewrite`] changed, for reports and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RewriteSummary {
+    /// Depthwise convolutions now running on our kernel.
+    pub depthwise: usize,
+    /// Per-channel `Mul`/`Add`/`Sub` nodes (unfolded BatchNorm) folded into them.
+    pub affine_folded: usize,
+    /// ReLUs fused into them.
+    pub relu_fused: usize,
+}
+
+/// Rewrites a decluttered typed model so that the layers we own run on our kernels.
+/// Called by the loader for `Engine::Edge` before tract's own optimisation pass.
+pub fn apply(model: TypedModel) -> TractResult<TypedModel> {
+    Ok(rewrite(model)?.0)
+}
+
+/// [`apply`], also saying what was replaced.
+pub fn rewrite(mut model: TypedModel) -> TractResult<(TypedModel, RewriteSummary)> {
+    let mut summary = RewriteSummary::default();
+    // Patches only add nodes and reroute consumers, so the ids taken here stay valid;
+    // nodes left without consumers are dropped by `compact`.
+    for id in model.eval_order()? {
+        let Some(plan) = plan_depthwise(&model, id)? else {
+            continue;
+        };
+        summary.depthwise += 1;
+        summary.affine_folded += plan.affine_nodes;
+        summary.relu_fused += plan.op.relu as usize;
+        let node = model.node(id);
+        let mut patch = TypedModelPatch::new(format!("edge depthwise {}", node.name));
+        let input = patch.tap_model(&model, node.inputs[0])?;
+        let name = format!("{}.edge_dw3x3", model.node(plan.replaced.node).name);
+        let wire = patch.wire_node(name, plan.op, &[input])?[0];
+        patch.shunt_outside(&model, plan.replaced, wire)?;
+        patch.apply(&mut model)?;
+    }
+    model.compact()?;
+    Ok((model, summary))
+}
+
+struct DepthwisePlan {
+    op: EdgeDepthwise3x3,
+    /// The outlet (conv, or the last fused node) whose consumers move to the new op.
+    replaced: OutletId,
+    affine_nodes: usize,
+}
+
+/// A depthwise conv our kernel implements: its stride, 3x3 weights and bias.
+type DepthwiseParams = (usize, Vec<f32>, Vec<f32>);
+
+/// Weights and bias if `node` is a depthwise 3x3 conv our kernel implements.
+fn depthwise_conv_params(
+    model: &TypedModel,
+    node: &TypedNode,
+) -> TractResult<Option<DepthwiseParams>> {
+    let Some(conv) = node.op_as::<Conv>() else {
+        return Ok(None);
+    };
+    let spec = &conv.pool_spec;
+    let channels = spec.input_channels;
+    let padded_by_one = match &spec.padding {
+        PaddingSpec::Explicit(before, after) | PaddingSpec::ExplicitOnnxPool(before, after, _) => {
+            before.iter().chain(after.iter()).all(|&p| p == 1)
+        }
+        _ => false,
+    };
+    let stride = spec.stride(0);
+    if conv.q_params.is_some()
+        || conv.group != channels
+        || spec.output_channels != channels
+        || !matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
+        || conv.kernel_fmt != KernelFormat::OIHW
+        || *spec.kernel_shape != [3, 3]
+        || spec.dilations().iter().any(|&d| d != 1)
+        || spec.stride(1) != stride
+        || !(stride == 1 || stride == 2)
+        || !padded_by_one
+        || node.inputs.len() != 3
+    {
+        return Ok(None);
+    }
+    let input = model.outlet_fact(node.inputs[0])?;
+    let rank = if spec.data_format == DataFormat::NCHW {
+        4
+    } else {
+        3
+    };
+    if input.datum_type != f32::datum_type()
+        || input.rank() != rank
+        || input.shape[rank - 3].to_usize().ok() != Some(channels)
+    {
+        return Ok(None);
+    }
+    let (Some(kernel), Some(bias)) = (
+        model.outlet_fact(node.inputs[1])?.konst.clone(),
+        model.outlet_fact(node.inputs[2])?.konst.clone(),
+    ) else {
+        return Ok(None);
+    };
+    if kernel.datum_type() != f32::datum_type() || kernel.shape() != [channels, 1, 3, 3] {
+        return Ok(None);
+    }
+    let weights = kernel.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
+    let bias = match broadcast_per_channel(&bias, channels, 0)? {
+        Some(b) => b,
+        None => return Ok(None),
+    };
+    Ok(Some((stride, weights, bias)))
+}
+
+/// Values of a constant that broadcasts per channel against `[N, C, H, W]`: any shape
+/// that is all ones except possibly a `C` on the channel axis (`channel_axis_from_end`
+/// counts from the last axis of a rank-4 operand; rank-1 biases use 0).
+fn broadcast_per_channel(
+    konst: &Tensor,
+    channels: usize,
+    channel_axis_from_end: usize,
+) -> TractResult<Option<Vec<f32>>> {
+    let Ok(values) = konst.cast_to::<f32>() else {
+        return Ok(None);
+    };
+    let shape = konst.shape();
+    let values = values.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
+    if values.len() == 1 {
+        return Ok(Some(vec![values[0]; channels]));
+    }
+    let channel_axis = shape.len().checked_sub(channel_axis_from_end + 1);
+    let per_channel = values.len() == channels
+        && shape
+            .iter()
+            .enumerate()
+            .all(|(axis, &d)| d == 1 || (Some(axis) == channel_axis && d == channels));
+    Ok(per_channel.then_some(values))
+}
+
+fn plan_depthwise(model: &TypedModel, id: usize) -> TractResult<Option<DepthwisePlan>> {
+    let node = model.node(id);
+    let Some((stride, weights, conv_bias)) = depthwise_conv_params(model, node)? else {
+        return Ok(None);
+    };
+    let channels = conv_bias.len();
+    let out_shape = model.outlet_fact(node.id.into())?.shape.clone();
+    // y = scale * (w . x) + shift, accumulated over the fused nodes.
+    let mut scale = vec![1f32; channels];
+    let mut shift = conv_bias;
+    let mut relu = false;
+    let mut affine_nodes = 0;
+    let mut tail = OutletId::new(id, 0);
+    while !relu {
+        let [succ_inlet] = model.outlet_successors(tail) else {
+            break;
+        };
+        if model.outputs.contains(&tail) {
+            break;
+        }
+        let succ = model.node(succ_inlet.node);
+        let Some(bin) = succ.op_as::<TypedBinOp>() else {
+            break;
+        };
+        let other = succ.inputs[1 - succ_inlet.slot];
+        let succ_fact = model.outlet_fact(succ.id.into())?;
+        if succ_fact.shape != out_shape || succ_fact.datum_type != f32::datum_type() {
+            break;
+        }
+        let Some(konst) = model.outlet_fact(other)?.konst.clone() else {
+            break;
+        };
+        // The operand broadcasts against NCHW: its channel axis is third from the end.
+        let Some(values) = broadcast_per_channel(&konst, channels, 2)? else {
+            break;
+        };
+        if bin.0.is::<Mul>() {
+            for ((sc, sh), v) in scale.iter_mut().zip(&mut shift).zip(&values) {
+                *sc *= v;
+                *sh *= v;
+            }
+        } else if bin.0.is::<Add>() {
+            shift.iter_mut().zip(&values).for_each(|(s, v)| *s += v);
+        } else if bin.0.is::<Sub>() && succ_inlet.slot == 0 {
+            shift.iter_mut().zip(&values).for_each(|(s, v)| *s -= v);
+        } else if bin.0.is::<Max>() && values.iter().all(|&v| v == 0.0) {
+            relu = true;
+        } else {
+            break;
+        }
+        affine_nodes += !relu as usize;
+        tail = OutletId::new(succ.id, 0);
+    }
+    let weights: Vec<f32> = weights
+        .chunks_exact(9)
+        .zip(&scale)
+        .flat_map(|(k, s)| k.iter().map(move |w| w * s))
+        .collect();
+    let op = EdgeDepthwise3x3 {
+        stride,
+        relu,
+        weights: tensor1(&weights)
+            .into_shape(&[channels, 9])?
+            .into_arc_tensor(),
+        bias: tensor1(&shift).into_arc_tensor(),
+    };
+    Ok(Some(DepthwisePlan {
+        op,
+        replaced: tail,
+        affine_nodes,
+    }))
+}

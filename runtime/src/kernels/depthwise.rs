@@ -1,0 +1,626 @@
+//! 3x3 depthwise convolution, NCHW f32, padding 1, stride 1 or 2, with the per-channel
+//! bias (folded BatchNorm) and an optional ReLU fused into the same pass.
+//!
+//! Every plane is first copied into a zero-bordered scratch plane, so the vector loops
+//! never test borders: each output row is three padded input rows times nine weights.
+//! A row whose width is not a multiple of the vector width ends with one overlapping
+//! vector (recomputing a few outputs is cheaper than a scalar tail). Rows narrower than
+//! one vector (1x1, 2x2 maps...) take the scalar path.
+//!
+//! armv7: `core::arch::arm` NEON intrinsics are still unstable in Rust 1.95
+//! (`stdarch_arm_neon_intrinsics`), and LLVM does not auto-vectorise f32 for armv7 NEON
+//! (NEON flushes denormals, so it is not IEEE-exact), which is why tract's loop stays
+//! scalar there. So the armv7 inner loops are `asm!` with NEON instructions. Cortex-A9
+//! has no fused multiply-add (VFPv3), hence `vmla`.
+//! x86-64: AVX2+FMA chosen at run time, scalar otherwise.
+
+/// Geometry of one depthwise 3x3 layer (padding 1 on every side).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Depthwise3x3 {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    /// 1 or 2.
+    pub stride: usize,
+    /// Clamp the output at 0 (fused ReLU).
+    pub relu: bool,
+}
+
+/// Which code path runs the inner loops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DepthwiseImpl {
+    Scalar,
+    /// armv7 NEON (inline assembly).
+    Neon,
+    /// x86-64 AVX2 + FMA.
+    Avx2Fma,
+}
+
+impl DepthwiseImpl {
+    /// The fastest path this CPU supports.
+    pub fn best() -> DepthwiseImpl {
+        #[cfg(target_arch = "arm")]
+        {
+            if neon_detected() {
+                DepthwiseImpl::Neon
+            } else {
+                DepthwiseImpl::Scalar
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                DepthwiseImpl::Avx2Fma
+            } else {
+                DepthwiseImpl::Scalar
+            }
+        }
+        #[cfg(not(any(target_arch = "arm", target_arch = "x86_64")))]
+        {
+            DepthwiseImpl::Scalar
+        }
+    }
+
+    /// Whether this path can run on this CPU.
+    pub fn is_available(self) -> bool {
+        match self {
+            DepthwiseImpl::Scalar => true,
+            DepthwiseImpl::Neon => {
+                #[cfg(target_arch = "arm")]
+                {
+                    neon_detected()
+                }
+                #[cfg(not(target_arch = "arm"))]
+                {
+                    false
+                }
+            }
+            DepthwiseImpl::Avx2Fma => {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                {
+                    false
+                }
+            }
+        }
+    }
+
+    /// Outputs per vector.
+    fn lanes(self) -> usize {
+        match self {
+            DepthwiseImpl::Scalar => 1,
+            DepthwiseImpl::Neon => 4,
+            DepthwiseImpl::Avx2Fma => 8,
+        }
+    }
+}
+
+/// NEON present, from the kernel's AT_HWCAP. Stable Rust has no `target_feature = "neon"`
+/// cfg on arm (it is silently absent even with `-C target-feature=+neon`), so decide at
+/// run time; HWCAP is what the board's (and qemu-arm's) kernel reports.
+#[cfg(target_arch = "arm")]
+pub fn neon_detected() -> bool {
+    use std::sync::OnceLock;
+    const HWCAP_NEON: libc::c_ulong = 1 << 12;
+    static NEON: OnceLock<bool> = OnceLock::new();
+    // SAFETY: getauxval only reads the auxiliary vector.
+    *NEON.get_or_init(|| unsafe { libc::getauxval(libc::AT_HWCAP) } & HWCAP_NEON != 0)
+}
+
+/// Extra zeroed floats after the padded plane: the vector loads of the last row may read
+/// a few elements past it (their lanes are discarded or multiplied into unused outputs).
+const SCRATCH_SLACK: usize = 32;
+
+impl Depthwise3x3 {
+    pub fn output_height(&self) -> usize {
+        (self.height + 2 - 3) / self.stride + 1
+    }
+
+    pub fn output_width(&self) -> usize {
+        (self.width + 2 - 3) / self.stride + 1
+    }
+
+    /// Elements of one image (all channels) in the input.
+    pub fn input_len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    /// Elements of one image (all channels) in the output.
+    pub fn output_len(&self) -> usize {
+        self.channels * self.output_height() * self.output_width()
+    }
+
+    /// Runs on `input.len() / input_len()` images with the fastest available path.
+    /// `weights` is `[channels, 3, 3]`, `bias` is `[channels]`.
+    pub fn run(&self, input: &[f32], weights: &[f32], bias: &[f32], output: &mut [f32]) {
+        self.run_with(DepthwiseImpl::best(), input, weights, bias, output)
+    }
+
+    /// Same as [`Depthwise3x3::run`] with a chosen code path.
+    ///
+    /// Panics if the slice lengths do not match the geometry or `imp` is unavailable
+    /// (callers validate shapes first; these are programming errors).
+    pub fn run_with(
+        &self,
+        imp: DepthwiseImpl,
+        input: &[f32],
+        weights: &[f32],
+        bias: &[f32],
+        output: &mut [f32],
+    ) {
+        assert!(
+            self.stride == 1 || self.stride == 2,
+            "stride must be 1 or 2"
+        );
+        assert!(self.channels > 0 && self.height > 0 && self.width > 0);
+        assert!(imp.is_available(), "{imp:?} is not available on this CPU");
+        assert_eq!(weights.len(), self.channels * 9);
+        assert_eq!(bias.len(), self.channels);
+        assert_eq!(input.len() % self.input_len(), 0);
+        let images = input.len() / self.input_len();
+        assert_eq!(output.len(), images * self.output_len());
+
+        let (h, w, s) = (self.height, self.width, self.stride);
+        let (oh, ow) = (self.output_height(), self.output_width());
+        let wp = w + 2;
+        // The borders of `padded` are written once (zero) and never touched again.
+        let mut padded = vec![0f32; (h + 2) * wp + SCRATCH_SLACK];
+        let floor = if self.relu { 0.0 } else { f32::NEG_INFINITY };
+        let vector = imp != DepthwiseImpl::Scalar && ow >= imp.lanes();
+
+        for (plane, (in_plane, out_plane)) in input
+            .chunks_exact(h * w)
+            .zip(output.chunks_exact_mut(oh * ow))
+            .enumerate()
+        {
+            let c = plane % self.channels;
+            for (y, in_row) in in_plane.chunks_exact(w).enumerate() {
+                let start = (y + 1) * wp + 1;
+                padded[start..start + w].copy_from_slice(in_row);
+            }
+            // Layout read by the NEON code: k0..k8, bias, floor, unused.
+            let mut params = [0f32; 12];
+            params[..9].copy_from_slice(&weights[c * 9..c * 9 + 9]);
+            params[9] = bias[c];
+            params[10] = floor;
+
+            for (oy, out_row) in out_plane.chunks_exact_mut(ow).enumerate() {
+                let base = oy * s * wp;
+                if !vector {
+                    scalar_row(&padded[base..], wp, s, &params, out_row);
+                    continue;
+                }
+                // SAFETY: rows base, base+wp, base+2wp exist in `padded` (at most row h+1);
+                // vector loads read at most 18 floats past the last needed column of the
+                // last row, which SCRATCH_SLACK covers; out_row has ow >= lanes elements.
+                unsafe {
+                    let rows = padded.as_ptr().add(base);
+                    match imp {
+                        #[cfg(target_arch = "arm")]
+                        DepthwiseImpl::Neon if s == 1 => {
+                            neon::row_stride1(rows, wp, &params, out_row.as_mut_ptr(), ow)
+                        }
+                        #[cfg(target_arch = "arm")]
+                        DepthwiseImpl::Neon => {
+                            neon::row_stride2(rows, wp, &params, out_row.as_mut_ptr(), ow)
+                        }
+                        #[cfg(target_arch = "x86_64")]
+                        DepthwiseImpl::Avx2Fma => {
+                            avx2::row(rows, wp, s, &params, out_row.as_mut_ptr(), ow)
+                        }
+                        _ => scalar_row(&padded[base..], wp, s, &params, out_row),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Convenience wrapper: [`Depthwise3x3::run`].
+pub fn depthwise3x3(
+    geometry: &Depthwise3x3,
+    input: &[f32],
+    weights: &[f32],
+    bias: &[f32],
+    output: &mut [f32],
+) {
+    geometry.run(input, weights, bias, output)
+}
+
+/// One output row from three padded rows starting at `rows[0]`, `rows[wp]`, `rows[2 * wp]`.
+fn scalar_row(rows: &[f32], wp: usize, stride: usize, params: &[f32; 12], out_row: &mut [f32]) {
+    for (ox, out) in out_row.iter_mut().enumerate() {
+        let mut acc = params[9];
+        for ky in 0..3 {
+            let row = &rows[ky * wp + ox * stride..];
+            for kx in 0..3 {
+                acc += params[ky * 3 + kx] * row[kx];
+            }
+        }
+        *out = acc.max(params[10]);
+    }
+}
+
+#[cfg(target_arch = "arm")]
+mod neon {
+    //! Registers: q0-q2 hold k0..k8, bias, floor (the by-scalar `vmla` can only read
+    //! d0-d15), q3 the bias vector, q4 the floor (0 for ReLU, -inf otherwise),
+    //! q5/q6 two accumulators (shorter dependency chains), q8-q15 input rows.
+
+    /// Stride 1: out[x] = sum k[ky][kx] * row_ky[x + kx].
+    ///
+    /// # Safety
+    /// `rows` must be readable for `2 * wp + ow + 4` floats, `out` writable for `ow`
+    /// floats, and `ow >= 4`.
+    pub unsafe fn row_stride1(
+        rows: *const f32,
+        wp: usize,
+        params: &[f32; 12],
+        out: *mut f32,
+        ow: usize,
+    ) {
+        debug_assert!(ow >= 4);
+        let chunks = ow / 4;
+        // When ow is not a multiple of 4, one more vector ends exactly at ow.
+        let back_bytes = ((4 - ow % 4) % 4) * 4;
+        core::arch::asm!(
+            "vld1.32 {{d0-d3}}, [{p}]!",
+            "vld1.32 {{d4-d5}}, [{p}]",
+            "vdup.32 q3, d4[1]",
+            "vdup.32 q4, d5[0]",
+            "2:",
+            "vld1.32 {{d16-d19}}, [{a}], {inc}",
+            "vld1.32 {{d20-d23}}, [{b}], {inc}",
+            "vld1.32 {{d24-d27}}, [{c}], {inc}",
+            "vmov q5, q3",
+            "vmul.f32 q6, q10, d1[1]",
+            "vmla.f32 q5, q8, d0[0]",
+            "vext.32 q14, q8, q9, #1",
+            "vext.32 q15, q8, q9, #2",
+            "vmla.f32 q5, q14, d0[1]",
+            "vmla.f32 q5, q15, d1[0]",
+            "vext.32 q14, q10, q11, #1",
+            "vext.32 q15, q10, q11, #2",
+            "vmla.f32 q6, q14, d2[0]",
+            "vmla.f32 q6, q15, d2[1]",
+            "vext.32 q14, q12, q13, #1",
+            "vext.32 q15, q12, q13, #2",
+            "vmla.f32 q5, q12, d3[0]",
+            "vmla.f32 q6, q14, d3[1]",
+            "vmla.f32 q5, q15, d4[0]",
+            "vadd.f32 q5, q5, q6",
+            "vmax.f32 q5, q5, q4",
+            "vst1.32 {{d10-d11}}, [{o}]!",
+            "subs {n}, {n}, #1",
+            "bgt 2b",
+            "cmp {back}, #0",
+            "beq 3f",
+            "sub {a}, {a}, {back}",
+            "sub {b}, {b}, {back}",
+            "sub {c}, {c}, {back}",
+            "sub {o}, {o}, {back}",
+            "mov {n}, #1",
+            "mov {back}, #0",
+            "b 2b",
+            "3:",
+            p = inout(reg) params.as_ptr() => _,
+            a = inout(reg) rows => _,
+            b = inout(reg) rows.add(wp) => _,
+            c = inout(reg) rows.add(2 * wp) => _,
+            o = inout(reg) out => _,
+            n = inout(reg) chunks => _,
+            back = inout(reg) back_bytes => _,
+            inc = in(reg) 16usize,
+            out("q0") _, out("q1") _, out("q2") _, out("q3") _, out("q4") _,
+            out("q5") _, out("q6") _, out("q8") _, out("q9") _, out("q10") _,
+            out("q11") _, out("q12") _, out("q13") _, out("q14") _, out("q15") _,
+            options(nostack),
+        );
+    }
+
+    /// Stride 2: out[x] = sum k[ky][kx] * row_ky[2x + kx]; `vld2` splits even and odd
+    /// columns, the kx = 2 vector is the even one shifted by one.
+    ///
+    /// # Safety
+    /// `rows` must be readable for `2 * wp + 2 * ow + 8` floats, `out` writable for `ow`
+    /// floats, and `ow >= 4`.
+    pub unsafe fn row_stride2(
+        rows: *const f32,
+        wp: usize,
+        params: &[f32; 12],
+        out: *mut f32,
+        ow: usize,
+    ) {
+        debug_assert!(ow >= 4);
+        let chunks = ow / 4;
+        let back_bytes = ((4 - ow % 4) % 4) * 4;
+        core::arch::asm!(
+            "vld1.32 {{d0-d3}}, [{p}]!",
+            "vld1.32 {{d4-d5}}, [{p}]",
+            "vdup.32 q3, d4[1]",
+            "vdup.32 q4, d5[0]",
+            "2:",
+            "vld2.32 {{d16-d19}}, [{a}]!",
+            "vld1.32 {{d20[0]}}, [{a}]",
+            "vld2.32 {{d22-d25}}, [{b}]!",
+            "vld1.32 {{d26[0]}}, [{b}]",
+            "vmov q5, q3",
+            "vext.32 q10, q8, q10, #1",
+            "vmul.f32 q6, q11, d1[1]",
+            "vext.32 q13, q11, q13, #1",
+            "vmla.f32 q5, q8, d0[0]",
+            "vmla.f32 q6, q12, d2[0]",
+            "vmla.f32 q5, q9, d0[1]",
+            "vmla.f32 q6, q13, d2[1]",
+            "vmla.f32 q5, q10, d1[0]",
+            "vld2.32 {{d16-d19}}, [{c}]!",
+            "vld1.32 {{d20[0]}}, [{c}]",
+            "vext.32 q10, q8, q10, #1",
+            "vmla.f32 q5, q8, d3[0]",
+            "vmla.f32 q6, q9, d3[1]",
+            "vmla.f32 q5, q10, d4[0]",
+            "vadd.f32 q5, q5, q6",
+            "vmax.f32 q5, q5, q4",
+            "vst1.32 {{d10-d11}}, [{o}]!",
+            "subs {n}, {n}, #1",
+            "bgt 2b",
+            "cmp {back}, #0",
+            "beq 3f",
+            "sub {a}, {a}, {back}, lsl #1",
+            "sub {b}, {b}, {back}, lsl #1",
+            "sub {c}, {c}, {back}, lsl #1",
+            "sub {o}, {o}, {back}",
+            "mov {n}, #1",
+            "mov {back}, #0",
+            "b 2b",
+            "3:",
+            p = inout(reg) params.as_ptr() => _,
+            a = inout(reg) rows => _,
+            b = inout(reg) rows.add(wp) => _,
+            c = inout(reg) rows.add(2 * wp) => _,
+            o = inout(reg) out => _,
+            n = inout(reg) chunks => _,
+            back = inout(reg) back_bytes => _,
+            out("q0") _, out("q1") _, out("q2") _, out("q3") _, out("q4") _,
+            out("q5") _, out("q6") _, out("q8") _, out("q9") _, out("q10") _,
+            out("q11") _, out("q12") _, out("q13") _,
+            options(nostack),
+        );
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// Even-indexed floats `p[0], p[2], .., p[14]`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn evens(p: *const f32) -> __m256 {
+        let lo = _mm256_loadu_ps(p);
+        let hi = _mm256_loadu_ps(p.add(8));
+        // shuffle gives [lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6]; reorder the 64-bit pairs.
+        let mixed = _mm256_shuffle_ps(lo, hi, 0x88);
+        _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(mixed), 0xD8))
+    }
+
+    /// Odd-indexed floats `p[1], p[3], .., p[15]`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn odds(p: *const f32) -> __m256 {
+        let lo = _mm256_loadu_ps(p);
+        let hi = _mm256_loadu_ps(p.add(8));
+        let mixed = _mm256_shuffle_ps(lo, hi, 0xDD);
+        _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(mixed), 0xD8))
+    }
+
+    /// # Safety
+    /// AVX2 and FMA available; `rows` readable for `2 * wp + stride * ow + 18` floats,
+    /// `out` writable for `ow >= 8` floats.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn row(
+        rows: *const f32,
+        wp: usize,
+        stride: usize,
+        params: &[f32; 12],
+        out: *mut f32,
+        ow: usize,
+    ) {
+        debug_assert!(ow >= 8);
+        let k: [__m256; 9] = std::array::from_fn(|i| _mm256_set1_ps(params[i]));
+        let bias = _mm256_set1_ps(params[9]);
+        let floor = _mm256_set1_ps(params[10]);
+        let mut x = 0;
+        while x < ow {
+            // The last vector overlaps the previous one instead of a scalar tail.
+            let x0 = x.min(ow - 8);
+            let mut acc0 = bias;
+            let mut acc1 = _mm256_setzero_ps();
+            for ky in 0..3 {
+                let row = rows.add(ky * wp);
+                let (v0, v1, v2) = if stride == 1 {
+                    let p = row.add(x0);
+                    (
+                        _mm256_loadu_ps(p),
+                        _mm256_loadu_ps(p.add(1)),
+                        _mm256_loadu_ps(p.add(2)),
+                    )
+                } else {
+                    let p = row.add(2 * x0);
+                    (evens(p), odds(p), evens(p.add(2)))
+                };
+                acc0 = _mm256_fmadd_ps(v0, k[ky * 3], acc0);
+                acc1 = _mm256_fmadd_ps(v1, k[ky * 3 + 1], acc1);
+                acc0 = _mm256_fmadd_ps(v2, k[ky * 3 + 2], acc0);
+            }
+            let acc = _mm256_max_ps(_mm256_add_ps(acc0, acc1), floor);
+            _mm256_storeu_ps(out.add(x0), acc);
+            x += 8;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Straight from the definition, on the unpadded input.
+    fn reference(g: &Depthwise3x3, input: &[f32], weights: &[f32], bias: &[f32]) -> Vec<f32> {
+        let (h, w) = (g.height as isize, g.width as isize);
+        let (oh, ow) = (g.output_height(), g.output_width());
+        let images = input.len() / g.input_len();
+        let mut out = Vec::with_capacity(images * g.output_len());
+        for plane in 0..images * g.channels {
+            let c = plane % g.channels;
+            let x_in = &input[plane * g.height * g.width..];
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = bias[c] as f64;
+                    for ky in 0..3isize {
+                        for kx in 0..3isize {
+                            let iy = (oy * g.stride) as isize - 1 + ky;
+                            let ix = (ox * g.stride) as isize - 1 + kx;
+                            if iy >= 0 && iy < h && ix >= 0 && ix < w {
+                                acc += weights[c * 9 + (ky * 3 + kx) as usize] as f64
+                                    * x_in[(iy * w + ix) as usize] as f64;
+                            }
+                        }
+                    }
+                    let v = acc as f32;
+                    out.push(if g.relu { v.max(0.0) } else { v });
+                }
+            }
+        }
+        out
+    }
+
+    /// Deterministic values in [-1, 1) (no crate needed for a test pattern).
+    fn pattern(len: usize, seed: u32) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(12_345);
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                (state >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    fn check(g: Depthwise3x3, images: usize) {
+        let input = pattern(images * g.input_len(), 1 + g.width as u32);
+        let weights = pattern(g.channels * 9, 7);
+        let bias = pattern(g.channels, 3);
+        let expected = reference(&g, &input, &weights, &bias);
+        for imp in [
+            DepthwiseImpl::Scalar,
+            DepthwiseImpl::Neon,
+            DepthwiseImpl::Avx2Fma,
+        ] {
+            if !imp.is_available() {
+                continue;
+            }
+            let mut got = vec![f32::NAN; images * g.output_len()];
+            g.run_with(imp, &input, &weights, &bias, &mut got);
+            for (i, (e, a)) in expected.iter().zip(&got).enumerate() {
+                assert!(
+                    (e - a).abs() <= 1e-5 * (1.0 + e.abs()),
+                    "{imp:?} {g:?} at {i}: {a} != {e}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn best_path_is_vectorised_where_expected() {
+        let best = DepthwiseImpl::best();
+        // The armv7 target is the i.MX 6 (Cortex-A9 with NEON); qemu-arm -cpu cortex-a9 too.
+        if cfg!(target_arch = "arm") {
+            assert_eq!(best, DepthwiseImpl::Neon);
+        }
+        assert!(best.is_available());
+    }
+
+    #[test]
+    fn awkward_sizes_match_reference() {
+        // Channel counts off the vector width, maps from 1x1 up, odd sizes for stride 2,
+        // widths around 4 and 8 (vector widths) to hit the overlapping last vector.
+        for &channels in &[1, 3, 5, 13] {
+            for &(h, w) in &[
+                (1, 1),
+                (2, 2),
+                (3, 3),
+                (1, 9),
+                (4, 4),
+                (5, 7),
+                (7, 7),
+                (8, 8),
+                (9, 9),
+                (6, 17),
+                (15, 15),
+                (14, 14),
+                (11, 23),
+                (16, 19),
+            ] {
+                for stride in [1, 2] {
+                    for relu in [false, true] {
+                        let g = Depthwise3x3 {
+                            channels,
+                            height: h,
+                            width: w,
+                            stride,
+                            relu,
+                        };
+                        check(g, 1);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn batches_use_per_channel_weights() {
+        check(
+            Depthwise3x3 {
+                channels: 6,
+                height: 10,
+                width: 12,
+                stride: 1,
+                relu: true,
+            },
+            3,
+        );
+        check(
+            Depthwise3x3 {
+                channels: 6,
+                height: 13,
+                width: 11,
+                stride: 2,
+                relu: false,
+            },
+            2,
+        );
+    }
+
+    #[test]
+    fn relu_clamps_and_linear_does_not() {
+        let g = Depthwise3x3 {
+            channels: 1,
+            height: 4,
+            width: 8,
+            stride: 1,
+            relu: false,
+        };
+        let input = vec![1.0; 32];
+        let weights = vec![-1.0; 9];
+        let mut out = vec![0.0; 32];
+        g.run(&input, &weights, &[0.5], &mut out);
+        assert!(out.iter().all(|&v| v < 0.0));
+        let g = Depthwise3x3 { relu: true, ..g };
+        g.run(&input, &weights, &[0.5], &mut out);
+        assert!(out.iter().all(|&v| v == 0.0));
+    }
+}

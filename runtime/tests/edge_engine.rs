@@ -1,0 +1,162 @@
+// Engine::Edge graph rewrite on small ONNX graphs: the rewritten model must match plain
+// tract within 1e-4 (relative to the output's magnitude) and must really contain our op.
+
+mod edge_engine_support;
+
+use edge_engine_support::{pattern, GraphBuilder};
+use edge_runtime::engine::{rewrite, EdgeDepthwise3x3, RewriteSummary};
+use tract_onnx::prelude::*;
+
+fn decluttered(bytes: &[u8]) -> TypedModel {
+    tract_onnx::onnx()
+        .model_for_read(&mut &bytes[..])
+        .expect("parse")
+        .into_typed()
+        .expect("typed")
+        .into_decluttered()
+        .expect("declutter")
+}
+
+fn run(model: TypedModel, input: &Tensor) -> Vec<f32> {
+    let runnable = model
+        .into_optimized()
+        .expect("optimise")
+        .into_runnable()
+        .expect("plan");
+    let out = runnable
+        .run(tvec!(input.clone().into_tvalue()))
+        .expect("run");
+    out[0]
+        .try_as_plain_ram()
+        .unwrap()
+        .as_slice::<f32>()
+        .unwrap()
+        .to_vec()
+}
+
+/// Runs plain tract and the edge rewrite, checks agreement, returns the rewrite summary.
+fn compare(bytes: &[u8], input_shape: &[usize]) -> RewriteSummary {
+    let model = decluttered(bytes);
+    let data = pattern(input_shape.iter().product(), 42, 1.0);
+    let input = Tensor::from_shape(input_shape, &data).unwrap();
+    let expected = run(model.clone(), &input);
+    let (edge, summary) = rewrite(model).expect("rewrite");
+    let optimised = edge.clone().into_optimized().unwrap();
+    let ours = optimised
+        .nodes()
+        .iter()
+        .filter(|n| n.op_is::<EdgeDepthwise3x3>())
+        .count();
+    assert_eq!(
+        ours, summary.depthwise,
+        "EdgeDepthwise3x3 nodes after into_optimized"
+    );
+    let got = run(edge, &input);
+    assert_eq!(got.len(), expected.len());
+    let magnitude = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert!(magnitude > 0.0);
+    for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+        assert!(
+            (g - e).abs() <= 1e-4 * magnitude,
+            "output {i}: edge {g} vs tract {e} (max |y| {magnitude})"
+        );
+    }
+    summary
+}
+
+/// conv-BN-ReLU stem, then depthwise-separable blocks like MobileNet's.
+fn mobilenet_like(fold_bn: bool, size: usize) -> Vec<u8> {
+    let mut g = GraphBuilder::new(7);
+    let mut channels = 8;
+    let mut x = g.conv("input", 3, channels, 3, 2, 1, fold_bn);
+    if !fold_bn {
+        x = g.batch_norm(&x, channels);
+    }
+    x = g.relu(&x);
+    for (stride, c_out) in [(1, 16), (2, 12), (1, 12), (2, 20), (2, 20)] {
+        x = g.conv(&x, channels, channels, 3, stride, channels, fold_bn);
+        if !fold_bn {
+            x = g.batch_norm(&x, channels);
+        }
+        x = g.relu(&x);
+        x = g.conv(&x, channels, c_out, 1, 1, 1, fold_bn);
+        if !fold_bn {
+            x = g.batch_norm(&x, c_out);
+        }
+        x = g.relu(&x);
+        channels = c_out;
+    }
+    let y = g.global_average_pool(&x);
+    g.build("input", &[1, 3, size, size], &y)
+}
+
+#[test]
+fn unfolded_batchnorm_and_relu_fold_into_depthwise() {
+    let summary = compare(&mobilenet_like(false, 31), &[1, 3, 31, 31]);
+    assert_eq!(
+        summary,
+        RewriteSummary {
+            depthwise: 5,
+            affine_folded: 10,
+            relu_fused: 5
+        }
+    );
+}
+
+#[test]
+fn folded_batchnorm_as_conv_bias() {
+    let summary = compare(&mobilenet_like(true, 29), &[1, 3, 29, 29]);
+    assert_eq!(
+        summary,
+        RewriteSummary {
+            depthwise: 5,
+            affine_folded: 0,
+            relu_fused: 5
+        }
+    );
+}
+
+#[test]
+fn tiny_maps_down_to_one_pixel() {
+    // 9 -> 5 (stem) -> 5 -> 3 -> 3 -> 2 -> 1: the last depthwise layers see 2x2 and 1x1.
+    let summary = compare(&mobilenet_like(false, 9), &[1, 3, 9, 9]);
+    assert_eq!(summary.depthwise, 5);
+}
+
+#[test]
+fn depthwise_output_with_two_consumers_keeps_them_outside() {
+    // ShuffleNet-like: depthwise + BN without ReLU, then a residual add reading the
+    // block input, then ReLU; and a depthwise whose BN output also feeds the graph output.
+    let mut g = GraphBuilder::new(3);
+    let x = g.conv("input", 5, 5, 3, 1, 5, false);
+    let x = g.batch_norm(&x, 5);
+    let shared = g.relu(&x);
+    let y = g.conv(&shared, 5, 5, 3, 1, 5, false);
+    let y = g.batch_norm(&y, 5);
+    let y = g.add(&y, &shared);
+    let y = g.relu(&y);
+    // A depthwise output read twice: nothing after it may be fused.
+    let z = g.conv(&y, 5, 5, 3, 2, 5, true);
+    let z2 = g.relu(&z);
+    let z = g.add(&z, &z2);
+    let bytes = g.build("input", &[1, 5, 11, 13], &z);
+    let summary = compare(&bytes, &[1, 5, 11, 13]);
+    assert_eq!(
+        summary,
+        RewriteSummary {
+            depthwise: 3,
+            affine_folded: 4,
+            relu_fused: 1
+        }
+    );
+}
+
+#[test]
+fn regular_convolutions_are_left_to_tract() {
+    let mut g = GraphBuilder::new(5);
+    let x = g.conv("input", 4, 8, 3, 1, 1, false);
+    let x = g.conv(&x, 8, 8, 3, 1, 2, false); // grouped, not depthwise
+    let x = g.conv(&x, 8, 8, 1, 1, 8, true); // depthwise but 1x1
+    let bytes = g.build("input", &[1, 4, 6, 6], &x);
+    assert_eq!(compare(&bytes, &[1, 4, 6, 6]), RewriteSummary::default());
+}
