@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # The project's test command (README "Run the tests"): installs what it needs, then
-# checks formatting and lints, runs the host test suite, the runtime's tests on
-# armv7 under qemu-arm, a bounded fuzz run and the QEMU cost-count regression report.
+# checks formatting and lints, runs the host test suite (which includes the SSH device
+# tests against private sshd instances, the armv7-vs-host parity test and the QEMU
+# cost-count tests), the runtime's own tests on armv7 under qemu-arm, a bounded fuzz
+# run of model loading, and the QEMU instruction-count regression report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-step() { printf '\n==> %s\n' "$*"; }
+root="$PWD"
+step() { printf '\n==> %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
+triple=armv7-unknown-linux-gnueabihf
 
 step "setup"
 bash ci/setup.sh
@@ -13,8 +17,23 @@ step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "armv7 release build of edge-run (shared by the parity and QEMU tests)"
+cargo build --release --target "$triple" -p edge-runtime --bin edge-run
+export EDGE_ARMV7_EDGE_RUN="$root/target/$triple/release/edge-run"
+
 step "host tests"
 cargo test --workspace
 
 step "armv7 tests under qemu-arm (Cortex-A9, NEON)"
-cargo test --target armv7-unknown-linux-gnueabihf -p edge-runtime
+cargo test --target "$triple" -p edge-runtime
+
+step "fuzz model loading (bounded)"
+bash ci/fuzz.sh "${EDGE_FUZZ_RUNS:-20000}"
+
+step "QEMU instruction-count regression report (all nine models, imx6)"
+reports="$root/target/ci-reports"
+mkdir -p "$reports"
+stamp="$(date -u +%Y%m%dT%H%M%SZ)"
+"$root/target/debug/edgebench" qemu --target imx6 \
+  --json "$reports/qemu-$stamp.json" --markdown "$reports/qemu-$stamp.md"
+cat "$reports/qemu-$stamp.md"

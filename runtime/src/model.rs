@@ -339,6 +339,19 @@ pub(crate) fn decode_checked(bytes: &[u8], what: &str) -> Result<pb::ModelProto,
     for t in &graph.initializer {
         check_tensor_proto(what, t)?;
     }
+    // tract-onnx 0.23 panics (a map lookup) on a graph output no node produces; found by
+    // the fuzzer (runtime/fuzz), so it is refused here as an invalid model.
+    for output in &graph.output {
+        let produced = graph.node.iter().any(|n| n.output.contains(&output.name))
+            || graph.input.iter().any(|i| i.name == output.name)
+            || graph.initializer.iter().any(|t| t.name == output.name);
+        if !produced {
+            return Err(RuntimeError::InvalidModel {
+                what: what.into(),
+                cause: format!("graph output '{}' is produced by no node", output.name),
+            });
+        }
+    }
     Ok(proto)
 }
 
@@ -442,12 +455,19 @@ fn load(
     };
 
     let onnx = tract_onnx::onnx();
-    let parsed = onnx
-        .parse(&proto, model_dir)
-        .map_err(|e| RuntimeError::InvalidModel {
-            what: what.into(),
-            cause: one_line(&e),
-        })?;
+    // tract's parser still has panicking paths on malformed graphs; user input must give
+    // an error, not a crash.
+    let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        onnx.parse(&proto, model_dir)
+    }))
+    .map_err(|_| RuntimeError::InvalidModel {
+        what: what.into(),
+        cause: "tract's ONNX parser rejected the graph (it panicked)".into(),
+    })?
+    .map_err(|e| RuntimeError::InvalidModel {
+        what: what.into(),
+        cause: one_line(&e),
+    })?;
     if !parsed.unresolved_inputs.is_empty() {
         return Err(RuntimeError::InvalidModel {
             what: what.into(),

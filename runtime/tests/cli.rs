@@ -292,3 +292,15 @@ fn info_and_bench_report_on_a_valid_model() {
     assert_eq!(bench["warmup_runs"], 2);
     assert_eq!(bench["threads"], 1);
 }
+
+#[test]
+fn graph_output_that_no_node_produces() {
+    // Found by the fuzzer (runtime/fuzz/seeds/dangling_output.onnx): tract-onnx panics on it.
+    let model =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/dangling_output.onnx");
+    expect_clean_failure(
+        &["info", model.to_str().unwrap()],
+        "dangling_output.onnx",
+        "graph output 'loGits' is produced by no node",
+    );
+}

@@ -524,8 +524,7 @@ pub fn run_qemu_outcome(args: &QemuArgs) -> Result<QemuOutcome, QemuError> {
         return Err(QemuError::Run(format!(
             "{}: missing (ci/qemu-sysroot.sh builds it with the profile's cross compiler)",
             shim.display()
-        ))
-        .into());
+        )));
     }
     let qemu = profile.qemu.clone().unwrap_or_default();
     let libc_root = profile.qemu_sysroot.clone().unwrap_or_default();
