@@ -255,18 +255,22 @@ fn compare_exit_codes() {
         .unwrap()
         .contains("No model is slower"));
 
-    // A copy where every sample of one model is 50 % slower: a regression (exit 1).
-    let mut slow: serde_json::Value =
+    // Timing here is noisy, so the regression case uses fixed samples: a base report whose
+    // first model has tight synthetic samples, and a copy where each is 50 % slower.
+    let mut base: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("r.json")).unwrap()).unwrap();
-    for s in slow["models"][0]["samples_ms"].as_array_mut().unwrap() {
-        *s = (s.as_f64().unwrap() * 1.5).into();
-    }
-    let slow_path = dir.join("slow.json");
-    if !slow_path.exists() {
-        std::fs::write(&slow_path, serde_json::to_string(&slow).unwrap()).unwrap();
+    let tight: Vec<f64> = (0..40).map(|i| 10.0 + 0.01 * f64::from(i % 7)).collect();
+    base["models"][0]["samples_ms"] = tight.clone().into();
+    let mut slow = base.clone();
+    slow["models"][0]["samples_ms"] = tight.iter().map(|s| s * 1.5).collect::<Vec<_>>().into();
+    for (name, report) in [("base.json", &base), ("slow.json", &slow)] {
+        let path = dir.join(name);
+        if !path.exists() {
+            std::fs::write(&path, serde_json::to_string(report).unwrap()).unwrap();
+        }
     }
     let o = edgebench(
-        &["compare", "r.json", "slow.json", "--threshold", "5%"],
+        &["compare", "base.json", "slow.json", "--threshold", "5%"],
         dir,
     );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
@@ -276,11 +280,11 @@ fn compare_exit_codes() {
         text(&o)
     );
     // The other direction is an improvement, not a regression.
-    let o = edgebench(&["compare", "slow.json", "r.json"], dir);
+    let o = edgebench(&["compare", "slow.json", "base.json"], dir);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     // A threshold above the slowdown: significant but within it.
     let o = edgebench(
-        &["compare", "r.json", "slow.json", "--threshold", "80%"],
+        &["compare", "base.json", "slow.json", "--threshold", "80%"],
         dir,
     );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
