@@ -408,6 +408,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    // The library turns tract's internal panics on bad models into errors; the default hook
+    // would still print them with a backtrace before the one-line error. A panic that
+    // escapes still ends the process with exit code 101.
+    std::panic::set_hook(Box::new(|_| {}));
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

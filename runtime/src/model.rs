@@ -441,6 +441,27 @@ fn load(
     opts: &RuntimeOptions,
     start: Instant,
 ) -> Result<(EdgeModel, LoadTimings), RuntimeError> {
+    // tract still has panicking paths on malformed graphs (parsing, typing, optimising; the
+    // fuzzer found some): user input must give an error naming the file, never a crash.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        load_unguarded(bytes, what, model_dir, opts, start)
+    }))
+    .unwrap_or_else(|_| {
+        Err(RuntimeError::InvalidModel {
+            what: what.into(),
+            cause: "tract failed on this graph (an internal error in tract while loading it)"
+                .into(),
+        })
+    })
+}
+
+fn load_unguarded(
+    bytes: &[u8],
+    what: &str,
+    model_dir: Option<&str>,
+    opts: &RuntimeOptions,
+    start: Instant,
+) -> Result<(EdgeModel, LoadTimings), RuntimeError> {
     let executor = crate::threads::executor(opts.threads)?;
     let proto = decode_checked(bytes, what)?;
     let graph = proto.graph.as_ref().expect("checked by decode_checked");
@@ -462,7 +483,7 @@ fn load(
     }))
     .map_err(|_| RuntimeError::InvalidModel {
         what: what.into(),
-        cause: "tract's ONNX parser rejected the graph (it panicked)".into(),
+        cause: "tract's ONNX parser failed on the graph (an internal error in tract)".into(),
     })?
     .map_err(|e| RuntimeError::InvalidModel {
         what: what.into(),

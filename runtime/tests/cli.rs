@@ -304,3 +304,16 @@ fn graph_output_that_no_node_produces() {
         "graph output 'loGits' is produced by no node",
     );
 }
+
+#[test]
+fn model_on_which_tract_panics_while_typing() {
+    // Found by the fuzzer (runtime/fuzz/seeds/padding_panic.onnx): tract-core 0.23.9 indexes
+    // out of bounds computing a Conv's padding; the loader turns it into an error.
+    let model =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/padding_panic.onnx");
+    expect_clean_failure(
+        &["info", model.to_str().unwrap()],
+        "padding_panic.onnx",
+        "invalid ONNX model",
+    );
+}
