@@ -15,6 +15,30 @@ get() { sed -n "s/^$1 *= *\"\(.*\)\"/\1/p" "$toml" | head -n1; }
 libc_root="$(get qemu_sysroot)"
 [ -d "$libc_root/lib" ] || { echo "qemu-sysroot: $libc_root/lib missing (apt-get install libc6-dev-armhf-cross)" >&2; exit 2; }
 prefix="${EDGE_QEMU_PREFIX_DIR:-$root/target/qemu-sysroot}/$profile"
+cross_cc="$(get linker)"
+# The prefix is built once and then only read: many guests start at once (cargo runs
+# test binaries in parallel, a fleet test deploys to two boards), so the build holds a
+# lock and is skipped when the stamp matches its inputs. Rewriting files under a running
+# guest could let it read a truncated cpuinfo or cache entry.
+stamp_inputs() {
+  cat "${BASH_SOURCE[0]}" "$toml" "$root/ci/fixed-getrandom.c" 2>/dev/null
+  cat "$root/targets/$profile.cpuinfo" 2>/dev/null || true
+  echo "$libc_root"
+  if [ -n "$cross_cc" ] && command -v "$cross_cc" >/dev/null 2>&1; then echo "cc=$cross_cc"; fi
+}
+want="$(stamp_inputs | sha256sum | cut -d' ' -f1)"
+stamp="$prefix/.edge-prefix-stamp"
+if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+  echo "$prefix"
+  exit 0
+fi
+mkdir -p "$(dirname "$prefix")"
+exec 9>"$prefix.lock"
+flock 9
+if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+  echo "$prefix"
+  exit 0
+fi
 mkdir -p "$prefix/proc" "$prefix/etc" "$prefix/usr"
 ln -sfn "$libc_root/lib" "$prefix/lib"
 ln -sfn "$libc_root/lib" "$prefix/usr/lib"
@@ -42,11 +66,11 @@ echo 0 > "$prefix/sys/devices/system/cpu/possible"
 echo 0 > "$prefix/sys/devices/system/cpu/present"
 # Deterministic getrandom(2) for the pinned cost counter (see ci/fixed-getrandom.c);
 # preloaded only by `edgebench qemu` (qemu -E LD_PRELOAD=/opt/edge/libfixed_getrandom.so).
-cross_cc="$(get linker)"
 shim="$prefix/opt/edge/libfixed_getrandom.so"
-if [ -n "$cross_cc" ] && command -v "$cross_cc" >/dev/null 2>&1 &&
-   { [ ! -f "$shim" ] || [ "$root/ci/fixed-getrandom.c" -nt "$shim" ]; }; then
+if [ -n "$cross_cc" ] && command -v "$cross_cc" >/dev/null 2>&1; then
   mkdir -p "$prefix/opt/edge"
-  "$cross_cc" -O2 -shared -fPIC -o "$shim.tmp" "$root/ci/fixed-getrandom.c" && mv "$shim.tmp" "$shim"
+  "$cross_cc" -O2 -shared -fPIC -o "$shim.tmp.$$" "$root/ci/fixed-getrandom.c"
+  mv -f "$shim.tmp.$$" "$shim"
 fi
+echo "$want" > "$stamp.tmp.$$" && mv -f "$stamp.tmp.$$" "$stamp"
 echo "$prefix"
