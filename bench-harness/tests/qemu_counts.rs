@@ -250,3 +250,91 @@ fn bad_options_exit_with_code_2() {
     assert_eq!(run_qemu(&args(&["--target", "pdp11"])).unwrap(), 2);
     assert!(parse_qemu_args(["--runs".to_string(), "0".to_string()]).is_err());
 }
+
+fn git(ws: &Path, words: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(words)
+        .current_dir(ws)
+        .output()
+        .expect("git runs");
+    assert!(out.status.success(), "git {words:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A baseline made with other tool versions is not trusted: its commit is built from git
+/// and measured in the same job, and the comparison is against that measurement.
+#[test]
+fn stale_tool_versions_measure_the_baselines_commit_in_the_same_job() {
+    let ws = workspace();
+    let head = git(&ws, &["rev-parse", "HEAD"]);
+    let work = tempfile::tempdir().unwrap();
+    let wd = work.path().join("work");
+    let wd = wd.to_str().unwrap();
+    let baseline = work.path().join("baseline.json");
+    let model = "fd_mobilenet_0.25";
+    let common = [
+        "--models",
+        model,
+        "--baseline",
+        baseline.to_str().unwrap(),
+        "--work-dir",
+        wd,
+    ];
+    let mut words = common.to_vec();
+    words.push("--update-baseline");
+    let made = run(&words);
+    assert_eq!(made.exit_code, 0);
+
+    // As if the baseline came from another machine: older qemu, counts off by 30 %, and
+    // recorded at HEAD. Trusting those counts would report a large improvement.
+    let mut stale: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&baseline).unwrap()).unwrap();
+    stale["tools"]["qemu"] = "qemu-arm version 6.2.0 (written by the test)".into();
+    stale["commit"] = head.clone().into();
+    let inflated = (made.report.models[0].instructions as f64 * 1.3) as u64;
+    stale["models"][0]["instructions"] = inflated.into();
+    std::fs::write(&baseline, serde_json::to_string_pretty(&stale).unwrap()).unwrap();
+
+    let outcome = run(&common);
+    let note = outcome
+        .report
+        .notes
+        .iter()
+        .find(|n| n.contains("Tool versions differ"))
+        .unwrap_or_else(|| panic!("no note on the tool versions: {:?}", outcome.report.notes));
+    assert!(note.contains("qemu-arm version 6.2.0"), "{note}");
+    assert!(
+        note.contains(&format!("measured its commit {head} in this job")),
+        "{note}"
+    );
+    let cmp = outcome.comparison.as_ref().expect("a comparison");
+    assert!(
+        cmp.base_source.contains(&head) && cmp.base_source.contains("measured in this job"),
+        "compared with {}",
+        cmp.base_source
+    );
+    let row = &cmp.rows[0];
+    assert_eq!(row.model, model);
+    let base_instructions = row.base_instructions.expect("base measured");
+    assert_ne!(base_instructions, inflated, "the stale count was used");
+    assert!(base_instructions > 1_000_000);
+    // HEAD is the code under test unless the runtime has uncommitted changes (a developer's
+    // tree); then the two builds differ and only the measurement itself is checked.
+    let clean = Command::new("git")
+        .args([
+            "diff", "--quiet", "HEAD", "--", "runtime", "models", "targets",
+        ])
+        .current_dir(&ws)
+        .status()
+        .unwrap()
+        .success();
+    if clean {
+        assert_eq!(base_instructions, outcome.report.models[0].instructions);
+        assert_eq!(outcome.exit_code, 0, "{}", outcome.markdown);
+    }
+
+    // An explicit base revision that does not exist is bad input.
+    let mut words = common.to_vec();
+    words.extend(["--base-rev", "no-such-revision-xyz"]);
+    assert_eq!(run_qemu(&args(&words)).unwrap(), 2);
+}

@@ -328,6 +328,17 @@ fn plan(args: &QemuArgs) -> Result<Plan, QemuError> {
     let workspace = workspace
         .canonicalize()
         .map_err(|e| QemuError::bad(&workspace.display().to_string(), format!("workspace: {e}")))?;
+    if let Some(rev) = &args.base_rev {
+        if !rev_exists(&workspace, rev) {
+            return Err(QemuError::bad(
+                "--base-rev",
+                format!(
+                    "no commit '{rev}' in the git repository at {}",
+                    workspace.display()
+                ),
+            ));
+        }
+    }
     let profile = target_profiles::Profile::by_name(&args.target)
         .map_err(|e| QemuError::bad("--target", e.to_string()))?;
     if profile.qemu.is_none() || profile.qemu_cpu.is_none() || profile.qemu_sysroot.is_none() {
