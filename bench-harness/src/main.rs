@@ -85,12 +85,16 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 #[derive(Args, Debug, Clone)]
 struct RunArgs {
-    /// Comma-separated model names (default: all nine).
+    /// Comma-separated model names (default: all nine, unless --model-file is given).
     #[arg(long, value_name = "LIST")]
     models: Option<String>,
     /// Only the models of this budget (140, 40 or 12 MFLOPs).
     #[arg(long, value_parser = ["140", "40", "12"])]
     budget: Option<String>,
+    /// Your own ONNX model (repeatable); named by its file stem. A file named like a zoo
+    /// model (e.g. with imported weights) joins that model's budget group and claims.
+    #[arg(long, value_name = "FILE")]
+    model_file: Vec<PathBuf>,
     /// Directory of the ONNX files.
     #[arg(long, default_value = model_zoo::DEFAULT_MODEL_DIR)]
     model_dir: PathBuf,
@@ -204,8 +208,14 @@ fn run(args: &RunArgs) -> anyhow::Result<i32> {
         None => ClaimsFile::builtin(),
     };
     let cfg = RunConfig {
-        models: select_models(args.models.as_deref(), budget)?,
+        // Only the user's files when they give some and no zoo selection.
+        models: if args.model_file.is_empty() || args.models.is_some() || budget.is_some() {
+            select_models(args.models.as_deref(), budget)?
+        } else {
+            Vec::new()
+        },
         model_dir: args.model_dir.clone(),
+        model_files: args.model_file.clone(),
         export: !args.no_export,
         engines: args.engine.engines(),
         target: args.target.clone(),

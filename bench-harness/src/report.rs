@@ -35,6 +35,9 @@ pub struct BenchReport {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunOptionsRecord {
     pub models: Vec<String>,
+    /// The user's own ONNX files (`--model-file`), as given.
+    #[serde(default)]
+    pub model_files: Vec<String>,
     pub engines: Vec<String>,
     pub target_profile: String,
     pub model_dir: String,

@@ -320,3 +320,100 @@ fn profile_groups_time_and_macs() {
     );
     assert!(out.contains("7x7") && out.contains("112x112"), "{out}");
 }
+
+/// The user's own ONNX files: one named like a zoo model joins that model's budget group
+/// (and so its claims); another is measured in the "model files" group, named by its
+/// file stem, with its MACs counted from the graph.
+#[test]
+fn model_files_are_benchmarked_by_name_and_zoo_names_keep_their_claims() {
+    let run = full_run();
+    let mine = run.path("mine");
+    std::fs::create_dir_all(&mine).unwrap();
+    std::fs::copy(
+        run.path("models/fd_mobilenet_0.25.onnx"),
+        mine.join("fd_mobilenet_0.25.onnx"),
+    )
+    .unwrap();
+    std::fs::copy(
+        run.path("models/shufflenet_g3_0.25.onnx"),
+        mine.join("my net (v2).onnx"),
+    )
+    .unwrap();
+    let mut args = vec![
+        "run",
+        "--models",
+        "mobilenet_0.125",
+        "--no-export",
+        "--model-dir",
+        "models",
+        "--model-file",
+        "mine/fd_mobilenet_0.25.onnx",
+        "--model-file",
+        "mine/my net (v2).onnx",
+        "--no-counters",
+        "--json",
+        "files.json",
+    ];
+    args.extend(FEW_SAMPLES);
+    let o = edgebench(&args, run.dir.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let report = read_json(&run.path("files.json")).unwrap();
+    let by_name = |n: &str| {
+        report
+            .models
+            .iter()
+            .find(|m| m.name == n)
+            .unwrap_or_else(|| panic!("{n} missing"))
+    };
+    let fd = by_name("fd_mobilenet_0.25");
+    assert_eq!((fd.family.as_str(), fd.budget_mflops), ("FD-MobileNet", 12));
+    assert_eq!(fd.group, by_name("mobilenet_0.125").group);
+    assert!(
+        fd.file.ends_with("mine/fd_mobilenet_0.25.onnx"),
+        "{}",
+        fd.file
+    );
+    let mine = by_name("my net (v2)");
+    assert_eq!(mine.family, "other");
+    assert_eq!(mine.group, "model files");
+    assert_eq!(
+        mine.budget_mflops, 11,
+        "MACs of ShuffleNet 0.25, in millions"
+    );
+    assert_eq!(
+        mine.macs, 11_009_808,
+        "MACs of ShuffleNet 0.25 (design table)"
+    );
+    assert_eq!(report.options.model_files.len(), 2);
+    // The claim between the zoo model and the user's FD-MobileNet file was checked.
+    assert!(
+        report
+            .claims
+            .iter()
+            .any(|c| c.fd_model == "fd_mobilenet_0.25" && c.other_model == "mobilenet_0.125"),
+        "{:?}",
+        report.claims
+    );
+
+    // Bad input names the file: missing, and a name clash with a selected zoo model.
+    let o = edgebench(
+        &["run", "--model-file", "mine/nothing.onnx"],
+        run.dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("mine/nothing.onnx"), "{}", text(&o));
+    let o = edgebench(
+        &[
+            "run",
+            "--models",
+            "fd_mobilenet_0.25",
+            "--model-dir",
+            "models",
+            "--model-file",
+            "mine/fd_mobilenet_0.25.onnx",
+        ],
+        run.dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("already selected"), "{}", text(&o));
+}

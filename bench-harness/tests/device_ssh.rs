@@ -775,3 +775,81 @@ fn a_fleet_of_two_boards_runs_in_parallel_with_claims_per_board() {
         assert!(b.remote_entries().is_empty());
     }
 }
+
+/// The user's own model file, named with shell metacharacters: its name reaches the remote
+/// file system, the sha256 check, the remote `edgebench run` and the report as one word,
+/// and nothing it contains runs anywhere.
+#[test]
+fn a_model_file_named_with_shell_metacharacters_runs_as_one_word() {
+    let board = Board::new();
+    let binary = armv7_edgebench().display().to_string();
+    let mine = board.path("mine");
+    std::fs::create_dir_all(&mine).unwrap();
+    // No '/' in a file name, so each payload climbs out of the remote work dir with `cd ..`
+    // into remote-tmp, where the test looks for its marker.
+    let name = "net'; cd ..; touch pwned; '$(cd ..; touch pwned2)`cd ..; touch pwned3` \"&|<>*?";
+    let file = mine.join(format!("{name}.onnx"));
+    std::fs::copy(model_dir().join("fd_mobilenet_0.25.onnx"), &file).unwrap();
+    let out = board.path("results");
+    let file_arg = file.display().to_string();
+    let args = device_args(
+        &board,
+        &out,
+        &[
+            "--model-file",
+            &file_arg,
+            "--binary",
+            &binary,
+            "--remote-runner",
+            &qemu_runner(),
+        ],
+    );
+    let o = edgebench(&args);
+    let log = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{log}");
+    assert!(
+        log.contains("verified sha256 of 2 file(s) on the device"),
+        "{log}"
+    );
+    assert!(log.contains("removed remote"), "{log}");
+
+    let group = read_json(&out.join("model-files.json"));
+    let names: Vec<String> = serde_json::from_value(group["models"].clone()).unwrap();
+    assert_eq!(names, vec![name.to_string()]);
+    let report = &group["report"];
+    assert_eq!(
+        report["environment"]["target_triple"],
+        "armv7-unknown-linux-gnueabihf"
+    );
+    let models = report["models"].as_array().unwrap();
+    assert_eq!(models.len(), 1);
+    assert_eq!(models[0]["name"], name);
+    assert_eq!(models[0]["group"], "model files");
+    assert_eq!(models[0]["family"], "other");
+    assert!(models[0]["samples_ms"].as_array().unwrap().len() >= 3);
+
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    for dir in [
+        board.remote_tmp(),
+        PathBuf::from(home),
+        out.clone(),
+        mine.clone(),
+        repo_root(),
+    ] {
+        for f in ["pwned", "pwned2", "pwned3"] {
+            assert!(
+                !dir.join(f).exists(),
+                "shell injection: {}",
+                dir.join(f).display()
+            );
+        }
+    }
+    let left: Vec<_> = std::fs::read_dir(board.remote_tmp())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "remote work directory left behind: {left:?}"
+    );
+}

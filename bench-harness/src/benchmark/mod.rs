@@ -30,6 +30,11 @@ pub struct RunConfig {
     /// Model names from the zoo, in the order given.
     pub models: Vec<String>,
     pub model_dir: PathBuf,
+    /// The user's own ONNX files, benchmarked after the zoo models. A file named like a
+    /// zoo model (`fd_mobilenet_0.25.onnx`, say with imported weights) counts as that
+    /// model, so its budget group and claims apply; any other file is measured in the
+    /// group "model files".
+    pub model_files: Vec<PathBuf>,
     /// Export missing models before benchmarking (false: they must exist).
     pub export: bool,
     pub engines: Vec<Engine>,
@@ -59,6 +64,7 @@ impl Default for RunConfig {
                 .map(|m| m.name.to_string())
                 .collect(),
             model_dir: PathBuf::from(model_zoo::DEFAULT_MODEL_DIR),
+            model_files: Vec::new(),
             export: true,
             engines: vec![Engine::Tract],
             target: "host".into(),
@@ -137,9 +143,49 @@ pub fn select_models(list: Option<&str>, budget: Option<u32>) -> Result<Vec<Stri
     Ok(chosen.iter().map(|m| m.name.to_string()).collect())
 }
 
+/// Group of the user's model files that are not zoo models.
+pub const MODEL_FILES_GROUP: &str = "model files";
+
+/// A model to benchmark and the file it is read from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreparedModel {
+    pub name: String,
+    /// The zoo model of that name, when it is one.
+    pub zoo: Option<BenchmarkModel>,
+    pub path: PathBuf,
+    /// Interleaving group: "<budget> MFLOPs" for zoo models, else [`MODEL_FILES_GROUP`].
+    pub group: String,
+}
+
+/// The model name of a user's file: its file stem, as the user wrote it.
+pub fn model_file_name(path: &Path) -> Result<String, HarnessError> {
+    let bad = |problem: &str| HarnessError::BadInput {
+        file: path.display().to_string(),
+        problem: problem.into(),
+    };
+    if !path.is_file() {
+        return Err(bad("no such model file (--model-file)"));
+    }
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| bad("the file name is not valid UTF-8 or is empty"))?;
+    if stem.contains(',') {
+        return Err(bad(
+            "a model file name cannot contain a comma (model lists are comma-separated)",
+        ));
+    }
+    Ok(stem.to_string())
+}
+
+fn zoo_group(m: &BenchmarkModel) -> String {
+    format!("{} MFLOPs", m.budget_mflops)
+}
+
 /// One model with one engine, being measured.
 struct Entry {
-    zoo: BenchmarkModel,
+    spec: PreparedModel,
     engine: Engine,
     path: PathBuf,
     cost: CostReport,
@@ -156,7 +202,7 @@ struct Entry {
 
 impl Entry {
     fn label(&self) -> String {
-        format!("{} ({})", self.zoo.name, self.engine)
+        format!("{} ({})", self.spec.name, self.engine)
     }
 
     fn run_once(&self) -> Result<Duration, HarnessError> {
@@ -173,8 +219,9 @@ fn seed_for(base: u64, name: &str, engine: Engine) -> u64 {
     base ^ h.finish()
 }
 
-/// Makes sure the model files exist (exporting them when allowed).
-pub fn prepare_models(cfg: &RunConfig) -> Result<Vec<(BenchmarkModel, PathBuf)>, HarnessError> {
+/// Makes sure the model files exist (exporting zoo models when allowed) and checks the
+/// user's files; names must be unique across both.
+pub fn prepare_models(cfg: &RunConfig) -> Result<Vec<PreparedModel>, HarnessError> {
     let models: Vec<BenchmarkModel> = cfg
         .models
         .iter()
@@ -208,18 +255,44 @@ pub fn prepare_models(cfg: &RunConfig) -> Result<Vec<(BenchmarkModel, PathBuf)>,
             &model_zoo::ExportOptions::default(),
         )?;
     }
-    Ok(models
+    let mut prepared: Vec<PreparedModel> = models
         .into_iter()
-        .map(|m| {
-            let p = path_of(&m);
-            (m, p)
+        .map(|m| PreparedModel {
+            name: m.name.to_string(),
+            path: path_of(&m),
+            group: zoo_group(&m),
+            zoo: Some(m),
         })
-        .collect())
+        .collect();
+    for path in &cfg.model_files {
+        let name = model_file_name(path)?;
+        if prepared.iter().any(|p| p.name == name) {
+            return Err(HarnessError::BadInput {
+                file: path.display().to_string(),
+                problem: format!("a model named '{name}' is already selected; rename the file"),
+            });
+        }
+        let zoo = model_zoo::find_model(&name);
+        prepared.push(PreparedModel {
+            group: zoo
+                .as_ref()
+                .map_or_else(|| MODEL_FILES_GROUP.to_string(), zoo_group),
+            name,
+            zoo,
+            path: path.clone(),
+        });
+    }
+    if prepared.is_empty() {
+        return Err(HarnessError::BadInput {
+            file: "--models".into(),
+            problem: "no model selected".into(),
+        });
+    }
+    Ok(prepared)
 }
 
 fn load_entry(
-    zoo: BenchmarkModel,
-    path: &Path,
+    spec: PreparedModel,
     engine: Engine,
     cfg: &RunConfig,
     cost: CostReport,
@@ -229,17 +302,18 @@ fn load_entry(
         threads: cfg.threads,
         engine,
     };
+    let path = spec.path.clone();
     let runtime_err = |source| HarnessError::Runtime {
         model: path.display().to_string(),
         source,
     };
-    let (model, timings) = EdgeModel::load_path(path, &opts).map_err(runtime_err)?;
+    let (model, timings) = EdgeModel::load_path(&path, &opts).map_err(runtime_err)?;
     let input = edge_runtime::deterministic_input(model.input_shape(), cfg.seed);
     let first = measure::time_one_run(&model, &input).map_err(runtime_err)?;
     Ok(Entry {
-        zoo,
+        spec,
         engine,
-        path: path.to_path_buf(),
+        path,
         cost,
         model,
         input,
@@ -321,7 +395,7 @@ fn model_result(entry: &Entry, group: &str, cfg: &RunConfig, peak: Option<f64>) 
     let samples_ms: Vec<f64> = entry.samples.iter().map(|d| ms(*d)).collect();
     let stats = stats::summarize(
         &samples_ms,
-        seed_for(cfg.seed, entry.zoo.name, entry.engine),
+        seed_for(cfg.seed, &entry.spec.name, entry.engine),
     );
     let gmacs = if stats.median_ms > 0.0 {
         entry.cost.macs as f64 / (stats.median_ms * 1e-3) / 1e9
@@ -329,10 +403,19 @@ fn model_result(entry: &Entry, group: &str, cfg: &RunConfig, peak: Option<f64>) 
         0.0
     };
     ModelResult {
-        name: entry.zoo.name.to_string(),
-        family: entry.zoo.family.to_string(),
-        width_multiplier: entry.zoo.width,
-        budget_mflops: entry.zoo.budget_mflops,
+        name: entry.spec.name.clone(),
+        // A file that is not a zoo model: family "other", width 0 (unknown), and its own
+        // MACs in millions as its budget.
+        family: entry
+            .spec
+            .zoo
+            .as_ref()
+            .map_or_else(|| "other".to_string(), |z| z.family.to_string()),
+        width_multiplier: entry.spec.zoo.as_ref().map_or(0.0, |z| z.width),
+        budget_mflops: entry.spec.zoo.as_ref().map_or_else(
+            || (entry.cost.macs as f64 / 1e6).round() as u32,
+            |z| z.budget_mflops,
+        ),
         engine: entry.engine.to_string(),
         file: entry.path.display().to_string(),
         macs: entry.cost.macs,
@@ -406,6 +489,11 @@ pub fn evaluate_claims(models: &[ModelResult], claims: &ClaimsFile, seed: u64) -
 fn options_record(cfg: &RunConfig) -> RunOptionsRecord {
     RunOptionsRecord {
         models: cfg.models.clone(),
+        model_files: cfg
+            .model_files
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
         engines: cfg.engines.iter().map(|e| e.to_string()).collect(),
         target_profile: cfg.target.clone(),
         model_dir: cfg.model_dir.display().to_string(),
@@ -454,37 +542,36 @@ pub fn run_benchmark(
     let models = prepare_models(cfg)?;
     let peak = profile.cpu.as_ref().map(|c| c.peak_gmacs);
 
-    // Groups by budget, in order of first appearance.
-    let mut budgets: Vec<u32> = Vec::new();
-    for (m, _) in &models {
-        if !budgets.contains(&m.budget_mflops) {
-            budgets.push(m.budget_mflops);
+    // Interleaving groups (budgets, then the user's files), in order of first appearance.
+    let mut groups: Vec<&str> = Vec::new();
+    for m in &models {
+        if !groups.contains(&m.group.as_str()) {
+            groups.push(&m.group);
         }
     }
     let mut results = Vec::new();
     let mut warnings = Vec::new();
-    for budget in budgets {
-        let group = format!("{budget} MFLOPs");
+    for group in groups {
         let mut entries = Vec::new();
         for engine in &cfg.engines {
-            for (m, path) in models.iter().filter(|(m, _)| m.budget_mflops == budget) {
+            for m in models.iter().filter(|m| m.group == group) {
                 if !cfg.cooldown.is_zero() {
                     progress.phase("cool-down");
                     std::thread::sleep(cfg.cooldown);
                 }
                 progress.phase(&format!("load {} ({engine})", m.name));
                 let cost =
-                    model_zoo::count_onnx_file(path).map_err(|source| HarnessError::Count {
-                        file: path.display().to_string(),
+                    model_zoo::count_onnx_file(&m.path).map_err(|source| HarnessError::Count {
+                        file: m.path.display().to_string(),
                         source,
                     })?;
-                entries.push(load_entry(m.clone(), path, *engine, cfg, cost)?);
+                entries.push(load_entry(m.clone(), *engine, cfg, cost)?);
             }
         }
-        measure_group(&group, &mut entries, cfg, progress)?;
+        measure_group(group, &mut entries, cfg, progress)?;
         for e in &entries {
             progress.phase(&format!("counters {}", e.label()));
-            let r = model_result(e, &group, cfg, peak);
+            let r = model_result(e, group, cfg, peak);
             if let Some(w) = stats::noise_warning(&e.label(), &r.stats) {
                 progress.note(&w);
                 warnings.push(w);

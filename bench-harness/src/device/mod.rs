@@ -145,12 +145,16 @@ pub struct RemoteRunArgs {
     /// Parent of the remote work directory (default: $TMPDIR or /tmp on the device).
     #[arg(long, value_name = "DIR")]
     pub remote_tmp: Option<String>,
-    /// Comma-separated model names (default: all nine).
+    /// Comma-separated model names (default: all nine, unless --model-file is given).
     #[arg(long, value_name = "LIST")]
     pub models: Option<String>,
     /// Only the models of this budget (140, 40 or 12 MFLOPs).
     #[arg(long, value_parser = ["140", "40", "12"])]
     pub budget: Option<String>,
+    /// Your own ONNX model to deploy and measure (repeatable), named by its file stem; a
+    /// file named like a zoo model joins that model's budget group and claims.
+    #[arg(long, value_name = "FILE")]
+    pub model_file: Vec<PathBuf>,
     /// Local directory of the ONNX files; missing ones are exported there first.
     #[arg(long, default_value = model_zoo::DEFAULT_MODEL_DIR, value_name = "DIR")]
     pub model_dir: PathBuf,

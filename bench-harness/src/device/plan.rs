@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::{DeviceError, RemoteRunArgs};
-use crate::benchmark::select_models;
+use crate::benchmark::{model_file_name, select_models};
 
 /// How models are split into remote benchmark runs (and result files).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -58,7 +58,11 @@ pub fn plan_groups(args: &RemoteRunArgs) -> Result<Vec<ModelGroup>, DeviceError>
         .budget
         .as_deref()
         .map(|b| b.parse::<u32>().expect("validated by clap"));
-    let names = select_models(args.models.as_deref(), budget)?;
+    let names = if args.model_file.is_empty() || args.models.is_some() || budget.is_some() {
+        select_models(args.models.as_deref(), budget)?
+    } else {
+        Vec::new()
+    };
     let missing: Vec<String> = names
         .iter()
         .filter(|n| !args.model_dir.join(format!("{n}.onnx")).is_file())
@@ -77,15 +81,35 @@ pub fn plan_groups(args: &RemoteRunArgs) -> Result<Vec<ModelGroup>, DeviceError>
         )
         .map_err(crate::error::HarnessError::from)?;
     }
+    let mut chosen: Vec<(String, PathBuf)> = names
+        .into_iter()
+        .map(|name| {
+            let path = args.model_dir.join(format!("{name}.onnx"));
+            (name, path)
+        })
+        .collect();
+    for path in &args.model_file {
+        let name = model_file_name(path)?;
+        if chosen.iter().any(|(n, _)| *n == name) {
+            return Err(DeviceError::Usage(format!(
+                "{}: a model named '{name}' is already selected; rename the file",
+                path.display()
+            )));
+        }
+        chosen.push((name, path.clone()));
+    }
+    if chosen.is_empty() {
+        return Err(DeviceError::Usage("--models: no model selected".into()));
+    }
     let mut groups: Vec<ModelGroup> = Vec::new();
-    for name in names {
-        let path = args.model_dir.join(format!("{name}.onnx"));
+    for (name, path) in chosen {
         let sha256 = sha256_file(&path)?;
         let key = match args.group_by {
-            GroupBy::Budget => {
-                let m = model_zoo::find_model(&name).expect("select_models returns zoo names");
-                format!("budget-{}", m.budget_mflops)
-            }
+            // The user's files that are not zoo models share one group, measured interleaved.
+            GroupBy::Budget => match model_zoo::find_model(&name) {
+                Some(m) => format!("budget-{}", m.budget_mflops),
+                None => "model-files".to_string(),
+            },
             GroupBy::Model => format!("model-{}", file_safe(&name)),
         };
         let file = ModelFile { name, path, sha256 };

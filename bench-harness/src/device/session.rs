@@ -427,7 +427,7 @@ fn deploy_and_run(
     )];
     for group in pending {
         for m in &group.models {
-            let remote_path = dir.join(&format!("models/{}.onnx", m.name));
+            let remote_path = dir.join(&remote_model_path(&m.name));
             if !files.iter().any(|(_, r, _)| *r == remote_path) {
                 files.push((m.path.clone(), remote_path, m.sha256.clone()));
             }
@@ -501,6 +501,11 @@ fn deploy_and_run(
     Ok(results)
 }
 
+/// Where a model goes in the remote work directory (relative to it).
+fn remote_model_path(name: &str) -> String {
+    format!("models/{name}.onnx")
+}
+
 fn run_group(
     remote: &Remote<'_>,
     dir: &RemoteDir<'_>,
@@ -530,14 +535,16 @@ fn run_group(
         "run".into(),
         "--target".into(),
         job.target.clone(),
-        "--models".into(),
-        group.model_names().join(","),
-        "--model-dir".into(),
-        "models".into(),
         "--no-export".into(),
         "--json".into(),
         report_rel.clone(),
     ];
+    // Every model as a file, by the name it was deployed under: zoo models keep their
+    // identity by name on the remote side, and no name has to survive a comma list.
+    for m in &group.models {
+        words.push("--model-file".into());
+        words.push(remote_model_path(&m.name));
+    }
     words.extend(job.run_args.iter().cloned());
     let runner = job
         .remote_runner
