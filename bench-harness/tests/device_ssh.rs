@@ -853,3 +853,75 @@ fn a_model_file_named_with_shell_metacharacters_runs_as_one_word() {
         "remote work directory left behind: {left:?}"
     );
 }
+
+/// Ctrl-C in the middle of a remote benchmark, as a terminal sends it (SIGINT to the whole
+/// foreground process group, so the ssh client dies too): edgebench reconnects, kills the
+/// remote run, removes the remote directory and exits with 130.
+#[test]
+fn ctrl_c_mid_run_kills_the_remote_run_and_removes_the_remote_directory() {
+    use std::os::unix::process::CommandExt;
+    let board = Board::new();
+    let binary = armv7_edgebench().display().to_string();
+    let out = board.path("results");
+    let models = twelve_mflop_models();
+    // A remote step that is still running when the interrupt comes, and recognisable.
+    let runner = format!("sleep 47.3; {}", qemu_runner());
+    let args = device_args(
+        &board,
+        &out,
+        &[
+            "--models",
+            &models[0],
+            "--binary",
+            &binary,
+            "--remote-runner",
+            &runner,
+        ],
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_edgebench"))
+        .current_dir(repo_root())
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pgid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while processes_with_cmdline(&["sleep", "47.3"]) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the remote benchmark never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(board.remote_entries().len(), 1, "one remote work directory");
+    let st = Command::new("kill")
+        .args(["-INT", "--", &format!("-{pgid}")])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let o = child.wait_with_output().unwrap();
+    let log = text(&o);
+    assert_eq!(o.status.code(), Some(130), "{log}");
+    assert!(log.contains("interrupted"), "{log}");
+    assert!(log.contains("removed remote"), "{log}");
+    assert!(
+        board.remote_entries().is_empty(),
+        "remote work directory left behind: {:?}\n{log}",
+        board.remote_entries()
+    );
+    // The remote run's process group was killed, not left to finish on the board.
+    let gone = Instant::now() + Duration::from_secs(10);
+    while processes_with_cmdline(&["sleep", "47.3"]) > 0 {
+        assert!(
+            Instant::now() < gone,
+            "the remote run still runs after Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !out.join("budget-12.json").exists(),
+        "no result for the interrupted group"
+    );
+}
