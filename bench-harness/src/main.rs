@@ -8,7 +8,9 @@ use anyhow::Context;
 use bench_harness::claims::ClaimsFile;
 use bench_harness::error::HarnessError;
 use bench_harness::export::{html, json, markdown, write_new_file};
-use bench_harness::output::{progress::TerminalProgress, table};
+use bench_harness::output::progress::{LineProgress, TerminalProgress};
+use bench_harness::output::table;
+use bench_harness::ProgressSink;
 use bench_harness::{compare, device, profile, qemu, run_benchmark, select_models, RunConfig};
 use clap::{Args, Parser, Subcommand};
 use edge_runtime::Engine;
@@ -152,6 +154,10 @@ struct RunArgs {
     /// No progress bar and no tables (errors only).
     #[arg(long, short)]
     quiet: bool,
+    /// Progress as plain lines on stderr instead of a bar (for logs; `edgebench device`
+    /// uses it to stream the board's progress). --quiet wins.
+    #[arg(long)]
+    progress_lines: bool,
 }
 
 #[derive(Args, Debug)]
@@ -232,9 +238,15 @@ fn run(args: &RunArgs) -> anyhow::Result<i32> {
         claims,
         command_line: std::env::args().collect(),
     };
-    let progress = TerminalProgress::new(args.quiet);
-    let report = run_benchmark(&cfg, &progress);
-    progress.finish();
+    let terminal = TerminalProgress::new(args.quiet || args.progress_lines);
+    let lines = LineProgress::new();
+    let progress: &dyn ProgressSink = if args.progress_lines && !args.quiet {
+        &lines
+    } else {
+        &terminal
+    };
+    let report = run_benchmark(&cfg, progress);
+    terminal.finish();
     let report = report?;
     if !args.quiet {
         println!("{}", table::terminal_summary(&report));

@@ -417,6 +417,13 @@ fn imx6_run_under_qemu_deploys_verifies_runs_fetches_and_cleans_up() {
         "{log}"
     );
     assert!(log.contains("removed remote"), "{log}");
+    // The board's progress is streamed as it happens, not only the final tables.
+    assert!(
+        log.contains("progress: measure 12 MFLOPs")
+            && log.contains("progress: 12 MFLOPs: ")
+            && log.contains("rounds"),
+        "{log}"
+    );
 
     // The group's result: the armv7 binary's own report plus the board's facts.
     let group = read_json(&out.join("budget-12.json"));

@@ -536,6 +536,7 @@ fn run_group(
         "--target".into(),
         job.target.clone(),
         "--no-export".into(),
+        "--progress-lines".into(),
         "--json".into(),
         report_rel.clone(),
     ];

@@ -53,3 +53,44 @@ impl ProgressSink for TerminalProgress {
         }
     }
 }
+
+/// Plain progress lines on stderr, for logs and remote runs (`edgebench device` streams
+/// them from the board): every phase, and measured rounds at each quarter.
+pub struct LineProgress {
+    /// (group, last quarter printed) of the rounds in progress.
+    last: std::sync::Mutex<(String, usize)>,
+}
+
+impl LineProgress {
+    pub fn new() -> Self {
+        LineProgress {
+            last: std::sync::Mutex::new((String::new(), 0)),
+        }
+    }
+}
+
+impl Default for LineProgress {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ProgressSink for LineProgress {
+    fn phase(&self, message: &str) {
+        eprintln!("progress: {message}");
+    }
+    fn rounds(&self, group: &str, done: usize, expected: usize) {
+        let quarter = (done * 4) / expected.max(1);
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.0 != group {
+            *last = (group.to_string(), 0);
+        }
+        if quarter > last.1 {
+            last.1 = quarter;
+            eprintln!("progress: {group}: {done} of about {expected} rounds");
+        }
+    }
+    fn note(&self, message: &str) {
+        eprintln!("Warning: {message}");
+    }
+}
