@@ -3,10 +3,11 @@
 //!
 //! Each node is timed by evaluating the plan through `SimpleState::run_plan_with_eval`
 //! with a wrapper around `tract_core::plan::eval` (what tract-libcli's profiler does).
-//! Optimised nodes keep their ONNX node's name as a prefix ("conv_3.matmatmul"), so
-//! each tract node maps to the ONNX node whose name is its longest dotted prefix;
-//! that node's MACs and output resolution (from `model_zoo::count_onnx_file`) are
-//! attributed to the slowest tract node implementing it.
+//! Each node's MACs are the multiply-adds its own op declares (tract's `TypedOp::cost`,
+//! which our kernels implement too): after optimisation a 1x1 convolution's multiply
+//! lives in a node named after the ReLU fused into it, so matching by name would put the
+//! MACs on the packing node. A node's resolution is the output resolution of the ONNX
+//! node whose name prefixes its own ("conv_3.matmatmul"), else of its own 4-D output.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -41,19 +42,56 @@ pub struct ProfileReport {
     pub by_resolution: Vec<OpGroup>,
 }
 
-/// Matches a tract node name to the ONNX node it came from: the longest ONNX name
-/// equal to it or followed by '.'.
-fn onnx_node_for<'a>(
-    tract_name: &str,
-    onnx: &'a [model_zoo::NodeCost],
-) -> Option<&'a model_zoo::NodeCost> {
-    onnx.iter()
-        .filter(|n| {
-            tract_name == n.name
-                || (tract_name.starts_with(&n.name)
-                    && tract_name.as_bytes().get(n.name.len()) == Some(&b'.'))
+/// Multiply-adds per inference that a node's op declares (0 when it declares none).
+fn node_macs(model: &TypedModel, node: &TypedNode) -> u64 {
+    let Ok(facts) = model.node_input_facts(node.id) else {
+        return 0;
+    };
+    let Ok(costs) = node.op.cost(&facts) else {
+        return 0;
+    };
+    costs
+        .iter()
+        .filter(|(c, _)| matches!(c, tract_onnx::tract_core::internal::Cost::FMA(_)))
+        .filter_map(|(_, n)| n.to_i64().ok())
+        .map(|n| n.max(0) as u64)
+        .sum()
+}
+
+/// Output resolution ("HxW") of every node of the ONNX graph with a feature-map output,
+/// by ONNX node name, from tract's typed (not yet optimised) model of the file. Empty
+/// when the model does not type without its optimiser (the profile then says "other").
+fn onnx_resolutions(path: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let Ok(model) = tract_onnx::onnx()
+        .model_for_path(path)
+        .and_then(|m| m.into_typed())
+    else {
+        return out;
+    };
+    for node in model.nodes() {
+        if let Ok(fact) = model.outlet_fact(OutletId::new(node.id, 0)) {
+            if let Some(s) = fact.shape.as_concrete() {
+                if s.len() == 4 {
+                    out.insert(node.name.clone(), format!("{:>4}x{}", s[2], s[3]));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The entry whose name is `tract_name` or its longest prefix followed by '.': optimised
+/// nodes are named after the ONNX node they came from ("conv_3.matmatmul").
+fn by_name_prefix<'a, V>(tract_name: &str, map: &'a BTreeMap<String, V>) -> Option<&'a V> {
+    map.iter()
+        .filter(|(n, _)| {
+            tract_name == n.as_str()
+                || (tract_name.starts_with(n.as_str())
+                    && tract_name.as_bytes().get(n.len()) == Some(&b'.'))
         })
-        .max_by_key(|n| n.name.len())
+        .max_by_key(|(n, _)| n.len())
+        .map(|(_, v)| v)
 }
 
 fn groups(
@@ -128,39 +166,22 @@ pub fn profile_model(
             .map_err(tract_err)?;
     }
     let typed = plan.model();
+    let resolutions = onnx_resolutions(path);
     let total: Duration = per_node.iter().sum();
-    // The slowest tract node of each ONNX node carries that ONNX node's MACs.
-    let mut carrier: BTreeMap<&str, (usize, Duration)> = BTreeMap::new();
-    for node in typed.nodes() {
-        if let Some(onnx) = onnx_node_for(&node.name, &cost.nodes) {
-            let e = carrier
-                .entry(onnx.name.as_str())
-                .or_insert((node.id, per_node[node.id]));
-            if per_node[node.id] > e.1 {
-                *e = (node.id, per_node[node.id]);
-            }
-        }
-    }
     let mut by_kind: BTreeMap<String, (usize, Duration, u64)> = BTreeMap::new();
     let mut by_res: BTreeMap<String, (usize, Duration, u64)> = BTreeMap::new();
     for node in typed.nodes() {
         let t = per_node[node.id];
-        let onnx = onnx_node_for(&node.name, &cost.nodes);
-        let macs = onnx
-            .filter(|o| carrier.get(o.name.as_str()).map(|c| c.0) == Some(node.id))
-            .map(|o| o.macs)
-            .unwrap_or(0);
+        let macs = node_macs(typed, node);
         let kind = node.op().name().to_string();
-        let res = match onnx {
-            Some(o) if o.out_height > 0 => format!("{:>4}x{}", o.out_height, o.out_width),
-            _ => {
-                let fact = typed.outlet_fact(OutletId::new(node.id, 0)).ok();
-                match fact.and_then(|f| f.shape.as_concrete().map(|s| s.to_vec())) {
-                    Some(s) if s.len() == 4 => format!("{:>4}x{}", s[2], s[3]),
-                    _ => "other".to_string(),
-                }
-            }
-        };
+        let res = by_name_prefix(&node.name, &resolutions)
+            .cloned()
+            .or_else(|| {
+                let fact = typed.outlet_fact(OutletId::new(node.id, 0)).ok()?;
+                let s = fact.shape.as_concrete()?;
+                (s.len() == 4).then(|| format!("{:>4}x{}", s[2], s[3]))
+            })
+            .unwrap_or_else(|| "other".to_string());
         if t.is_zero() && macs == 0 {
             continue; // constants and sources
         }

@@ -417,3 +417,39 @@ fn model_files_are_benchmarked_by_name_and_zoo_names_keep_their_claims() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("already selected"), "{}", text(&o));
 }
+
+/// The profile puts each multiply-add on the node that does it (tract's own cost model,
+/// and ours for the edge kernels): the groups add up to the model's MACs, the matmuls
+/// carry the 1x1 convolutions, and the depthwise layers are on our kernel with --engine edge.
+#[test]
+fn profile_attributes_every_mac_to_the_node_that_computes_it() {
+    let run = full_run();
+    let path = run.path("models/fd_mobilenet_0.25.onnx");
+    for engine in [edge_runtime::Engine::Tract, edge_runtime::Engine::Edge] {
+        let p = bench_harness::profile::profile_model(&path, engine, 1, 1, 0).unwrap();
+        let sum = |groups: &[bench_harness::profile::OpGroup]| -> u64 {
+            groups.iter().map(|g| g.macs).sum()
+        };
+        let total = p.total_macs as f64;
+        for groups in [&p.by_kind, &p.by_resolution] {
+            let share = sum(groups) as f64 / total;
+            assert!((share - 1.0).abs() < 0.01, "{engine}: {share} of the MACs");
+        }
+        let macs_of = |key: &str| p.by_kind.iter().find(|g| g.key == key).map(|g| g.macs);
+        assert!(
+            macs_of("OptMatMul").unwrap() as f64 > 0.85 * total,
+            "{engine}: {:?}",
+            p.by_kind
+        );
+        assert_eq!(macs_of("OptMatMulPack").unwrap_or(0), 0);
+        if engine == edge_runtime::Engine::Edge {
+            // 3x3 depthwise: 9 MACs per output element, 1.04 M here.
+            let dw = macs_of("EdgeDepthwise3x3").unwrap();
+            assert!((1_000_000..1_100_000).contains(&dw), "{dw}");
+        }
+        let res = |key: &str| p.by_resolution.iter().find(|g| g.key.trim() == key);
+        // The first convolution (3x3, stride 2, 3 -> 8 channels) is at 112x112.
+        assert_eq!(res("112x112").unwrap().macs, 112 * 112 * 8 * 27);
+        assert!(res("7x7").unwrap().macs > 0);
+    }
+}
