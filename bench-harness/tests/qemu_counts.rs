@@ -338,3 +338,66 @@ fn stale_tool_versions_measure_the_baselines_commit_in_the_same_job() {
     words.extend(["--base-rev", "no-such-revision-xyz"]);
     assert_eq!(run_qemu(&args(&words)).unwrap(), 2);
 }
+
+/// `--per-op`: every node of the plan counted in its own region. The nodes add up to the
+/// whole inference (each region also holds its marker call, the whole run a few loop
+/// instructions), the same on a second run, and they show where each engine spends:
+/// tract's depthwise layers (the convolution and its BatchNorm/ReLU pass) against ours.
+#[test]
+fn per_operator_counts_add_up_and_show_the_depthwise_layers() {
+    let work = tempfile::tempdir().unwrap();
+    let model = "fd_mobilenet_0.25";
+    let mut per_engine = Vec::new();
+    for engine in ["tract", "edge"] {
+        let wd = work.path().join(engine);
+        let words = [
+            "--models",
+            model,
+            "--per-op",
+            "--engine",
+            engine,
+            "--baseline",
+            "/nonexistent/baseline.json",
+            "--work-dir",
+            wd.to_str().unwrap(),
+        ];
+        let outcome = run(&words);
+        let m = outcome.report.models[0].clone();
+        let nodes = m.per_node.clone().expect("per-node counts");
+        let sum: u64 = nodes.iter().map(|n| n.instructions).sum();
+        let share = sum as f64 / m.instructions as f64;
+        assert!(
+            (0.98..1.02).contains(&share),
+            "{engine}: nodes add up to {sum} of {} instructions",
+            m.instructions
+        );
+        assert!(outcome.markdown.contains("### Per operator"));
+        // Deterministic per node too.
+        let again = run(&words).report.models[0].per_node.clone().unwrap();
+        assert_eq!(
+            nodes, again,
+            "{engine}: per-node counts differ between runs"
+        );
+        per_engine.push(m);
+    }
+    let kind = |m: &bench_harness::qemu::report::ModelCounts, op: &str| -> u64 {
+        m.per_op_kind()
+            .iter()
+            .filter(|k| k.op.starts_with(op))
+            .map(|k| k.instructions)
+            .sum()
+    };
+    let (tract, edge) = (&per_engine[0], &per_engine[1]);
+    // tract: DepthWiseConv, then BatchNorm and ReLU as a separate element-wise chain.
+    let tract_dw = kind(tract, "DepthWiseConv") + kind(tract, "OptBinChain(Mul+Add+Max)");
+    let edge_dw = kind(edge, "EdgeDepthwise3x3");
+    assert_eq!(
+        kind(edge, "DepthWiseConv"),
+        0,
+        "all depthwise layers are ours"
+    );
+    assert!(edge_dw > 0 && tract_dw > 0);
+    let ratio = tract_dw as f64 / edge_dw as f64;
+    eprintln!("depthwise layers of {model}: tract {tract_dw}, edge {edge_dw}: {ratio:.2}x");
+    assert!(ratio >= 9.0, "depthwise layers only {ratio:.2}x cheaper");
+}

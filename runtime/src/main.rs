@@ -102,6 +102,18 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Run with every node of the plan in its own QEMU region of interest (EDGE_ROI=1), for
+    /// per-operator counts (`edgebench qemu --per-op`); prints the nodes in region order as JSON.
+    Nodes {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Inferences before the marked ones (not marked).
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        /// Marked inferences.
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+    },
 }
 
 /// A tensor shape given as `1x3x224x224`.
@@ -370,6 +382,25 @@ fn logits(args: &ModelArgs, seed: u64, out: &mut dyn Write) -> anyhow::Result<()
     Ok(())
 }
 
+fn nodes(args: &ModelArgs, warmup: usize, runs: usize, out: &mut dyn Write) -> anyhow::Result<()> {
+    let (model, _) = load(args)?;
+    let input = deterministic_input(model.input_shape(), 0);
+    for _ in 0..warmup {
+        model.run(input.clone())?;
+    }
+    let order = edge_runtime::measure::run_with_node_regions(&model, &input, runs.max(1))?;
+    let doc = json!({
+        "model": args.model,
+        "engine": model.engine(),
+        "warmup_runs": warmup,
+        "runs": runs.max(1),
+        "nodes": order,
+        "kernels": edge_runtime::kernel_info(model.engine()),
+    });
+    writeln!(out, "{doc}")?;
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -404,6 +435,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             bench(&model, &cfg, json, &mut out)
         }
         Command::Logits { model, seed } => logits(&model, seed, &mut out),
+        Command::Nodes {
+            model,
+            warmup,
+            runs,
+        } => nodes(&model, warmup, runs, &mut out),
     }
 }
 

@@ -134,3 +134,67 @@ pub fn measure_latency_with_input(
         samples,
     })
 }
+
+/// One node of the optimised plan, as evaluated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanNode {
+    pub id: usize,
+    pub name: String,
+    /// tract's op name ("OptMatMul", "EdgeDepthwise3x3", ...).
+    pub op: String,
+}
+
+/// Runs `runs` inferences with every node evaluation in a region of interest of its own,
+/// so that the QEMU plugin counts each operator separately (`edgebench qemu --per-op`).
+/// Returns the nodes in the order their regions are marked, the same in every inference.
+/// A region also holds the few instructions of its own marker call, so the regions add up
+/// to a little more than [`time_one_run`]'s single region.
+pub fn run_with_node_regions(
+    model: &EdgeModel,
+    input: &Tensor,
+    runs: usize,
+) -> Result<Vec<PlanNode>, RuntimeError> {
+    use tract_onnx::prelude::{tvec, IntoTValue, TypedModel, TypedNode};
+    use tract_onnx::tract_core::internal::{EvalContext, OpState, SimplePlan};
+
+    let tract_err = |e: tract_onnx::prelude::TractError| RuntimeError::Tract {
+        what: "model".into(),
+        stage: "per-node regions",
+        cause: crate::error::one_line(&e),
+    };
+    let typed: TypedModel = model.optimized_model().clone();
+    let plan = SimplePlan::new(typed).map_err(tract_err)?;
+    let mut state = plan.spawn().map_err(tract_err)?;
+    let mut order: Vec<usize> = Vec::new();
+    for run in 0..runs {
+        state
+            .run_plan_with_eval(
+                tvec!(input.clone().into_tvalue()),
+                |ctx: &EvalContext,
+                 op_state: Option<&mut (dyn OpState + 'static)>,
+                 node: &TypedNode,
+                 inputs| {
+                    if run == 0 {
+                        order.push(node.id);
+                    }
+                    roi::begin();
+                    let r = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
+                    roi::end();
+                    r
+                },
+            )
+            .map_err(tract_err)?;
+    }
+    let graph = plan.model();
+    Ok(order
+        .into_iter()
+        .map(|id| {
+            let node = graph.node(id);
+            PlanNode {
+                id,
+                name: node.name.clone(),
+                op: node.op().name().to_string(),
+            }
+        })
+        .collect())
+}

@@ -227,6 +227,7 @@ mod tests {
                     l1d_misses: None,
                     guest: serde_json::Value::Null,
                     qemu_wall_s: 1.0,
+                    per_node: None,
                 })
                 .collect(),
             ratios: vec![],

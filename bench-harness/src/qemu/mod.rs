@@ -81,6 +81,10 @@ pub struct QemuArgs {
     /// Also run the L1D model (32 KiB, 4-way, 32-byte lines, LRU) and report misses (2-7x slower).
     #[arg(long)]
     pub cache: bool,
+    /// Also count every operator of the plan separately (a second emulated run per model,
+    /// each node in its own region of interest).
+    #[arg(long)]
+    pub per_op: bool,
     /// Write the report as JSON here (never overwritten).
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -405,6 +409,7 @@ fn count_models(
     edge_run: &Path,
     model_files: &[(model_zoo::BenchmarkModel, PathBuf)],
     tag: &str,
+    per_op: bool,
 ) -> Result<Vec<ModelCounts>, QemuError> {
     runner.install_binary(edge_run)?;
     let mut out = Vec::new();
@@ -412,6 +417,15 @@ fn count_models(
         runner.install_model(model.name, file)?;
         eprintln!("edgebench qemu: counting {} ({tag})", model.name);
         let c: RunCounts = runner.count(model.name, tag)?;
+        let per_node = if per_op {
+            eprintln!(
+                "edgebench qemu: counting {} per operator ({tag})",
+                model.name
+            );
+            Some(runner.count_per_node(model.name, tag)?)
+        } else {
+            None
+        };
         out.push(ModelCounts {
             name: model.name.to_string(),
             family: model.family.to_string(),
@@ -426,6 +440,7 @@ fn count_models(
             l1d_misses: c.l1d_misses,
             guest: c.guest,
             qemu_wall_s: c.wall_s,
+            per_node,
         });
     }
     Ok(out)
@@ -579,7 +594,7 @@ pub fn run_qemu_outcome(args: &QemuArgs) -> Result<QemuOutcome, QemuError> {
             notes: vec![],
         };
 
-    let models = count_models(&runner, &edge_run, &model_files, "now")?;
+    let models = count_models(&runner, &edge_run, &model_files, "now", args.per_op)?;
     let mut report = make_report(models, &runner, git_head(ws));
     if !plan.extra_env.is_empty() {
         report.notes.push(format!(
@@ -644,7 +659,7 @@ pub fn run_qemu_outcome(args: &QemuArgs) -> Result<QemuOutcome, QemuError> {
             extra_env: vec![],
             ..runner.clone()
         };
-        let base_models = count_models(&base_runner, base_bin, &model_files, "base")?;
+        let base_models = count_models(&base_runner, base_bin, &model_files, "base", false)?;
         let base_report = make_report(base_models, &base_runner, None);
         comparison = Some(Comparison::new(
             &base_report,

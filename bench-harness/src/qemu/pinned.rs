@@ -65,6 +65,26 @@ pub struct RunCounts {
     pub wall_s: f64,
 }
 
+/// Counts of one node of the plan, per inference.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
+pub struct NodeCounts {
+    pub name: String,
+    pub op: String,
+    pub instructions: u64,
+    pub memory_accesses: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct GuestNode {
+    name: String,
+    op: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct GuestNodes {
+    nodes: Vec<GuestNode>,
+}
+
 #[derive(Debug, Deserialize)]
 struct PluginL1d {
     accesses: u64,
@@ -169,8 +189,9 @@ impl PinnedRunner {
     }
 
     /// The host command for one model (`out` = where the plugin writes).
-    pub fn command_line(&self, guest_model: &str, out: &Path) -> Vec<String> {
-        let mut cmd = vec![
+    /// qemu and its options, up to the guest command.
+    fn qemu_prefix_args(&self, out: &Path) -> Vec<String> {
+        vec![
             self.qemu.clone(),
             "-cpu".into(),
             self.qemu_cpu.clone(),
@@ -182,22 +203,90 @@ impl PinnedRunner {
             format!("LD_PRELOAD={GUEST_GETRANDOM_SHIM}"),
             "-plugin".into(),
             self.plugin_arg(out),
-        ];
+        ]
+    }
+
+    pub fn command_line(&self, guest_model: &str, out: &Path) -> Vec<String> {
+        let mut cmd = self.qemu_prefix_args(out);
         cmd.extend(self.guest_args(guest_model));
         cmd
     }
 
-    /// Runs `name` (already installed) once and returns its counts per measured inference.
-    /// `tag` keeps the plugin result files of repeated runs apart.
-    pub fn count(&self, name: &str, tag: &str) -> Result<RunCounts, QemuError> {
+    /// Guest arguments of the per-operator run (`edge-run nodes`).
+    pub fn node_guest_args(&self, guest_model: &str) -> Vec<String> {
+        vec![
+            GUEST_BINARY.into(),
+            "nodes".into(),
+            "--model".into(),
+            guest_model.into(),
+            "--warmup".into(),
+            self.warmup.to_string(),
+            "--runs".into(),
+            self.runs.max(1).to_string(),
+            "--engine".into(),
+            self.engine.clone(),
+            "--threads".into(),
+            "1".into(),
+        ]
+    }
+
+    /// Instructions and memory accesses per node of the plan, per inference: every node
+    /// evaluation is its own region of interest (`edge-run nodes`).
+    pub fn count_per_node(&self, name: &str, tag: &str) -> Result<Vec<NodeCounts>, QemuError> {
         let guest_model = format!("models/{name}.onnx");
+        let (result, stdout, _) = self.run_guest(
+            name,
+            &format!("{tag}-nodes"),
+            self.node_guest_args(&guest_model),
+        )?;
+        let guest: GuestNodes = serde_json::from_slice(&stdout).map_err(|e| {
+            QemuError::Run(format!("{name}: edge-run nodes printed no node list: {e}"))
+        })?;
+        let runs = self.runs.max(1);
+        let per_run = guest.nodes.len();
+        if per_run == 0 || result.rois.len() != runs * per_run {
+            return Err(QemuError::Run(format!(
+                "{name}: {} region(s) of interest for {runs} run(s) of {per_run} node(s)",
+                result.rois.len()
+            )));
+        }
+        Ok(guest
+            .nodes
+            .into_iter()
+            .enumerate()
+            .map(|(i, node)| {
+                let mean = |f: &dyn Fn(&PluginCounts) -> u64| {
+                    (0..runs)
+                        .map(|r| f(&result.rois[r * per_run + i]))
+                        .sum::<u64>()
+                        / runs as u64
+                };
+                NodeCounts {
+                    name: node.name,
+                    op: node.op,
+                    instructions: mean(&|c| c.instructions),
+                    memory_accesses: mean(&|c| c.memory_accesses),
+                }
+            })
+            .collect())
+    }
+
+    /// Runs the guest with `guest_args` under the plugin; returns its checked result, the
+    /// guest's stdout and the wall time.
+    fn run_guest(
+        &self,
+        name: &str,
+        tag: &str,
+        guest_args: Vec<String>,
+    ) -> Result<(PluginResult, Vec<u8>, f64), QemuError> {
         let results = self.work_dir.join("plugin-results");
         std::fs::create_dir_all(&results).map_err(|e| QemuError::io(&results, e))?;
         let out = results.join(format!("{name}-{tag}.json"));
         if out.exists() {
             std::fs::remove_file(&out).map_err(|e| QemuError::io(&out, e))?;
         }
-        let cmd = self.command_line(&guest_model, &out);
+        let mut cmd = self.qemu_prefix_args(&out);
+        cmd.extend(guest_args);
         let started = Instant::now();
         let output = Command::new(&cmd[0])
             .args(&cmd[1..])
@@ -232,6 +321,14 @@ impl PinnedRunner {
                 result.unmatched_stops
             )));
         }
+        Ok((result, output.stdout, wall_s))
+    }
+
+    /// Runs `name` (already installed) once and returns its counts per measured inference.
+    /// `tag` keeps the plugin result files of repeated runs apart.
+    pub fn count(&self, name: &str, tag: &str) -> Result<RunCounts, QemuError> {
+        let guest_model = format!("models/{name}.onnx");
+        let (result, stdout, wall_s) = self.run_guest(name, tag, self.guest_args(&guest_model))?;
         let runs = self.runs.max(1);
         if result.rois.len() < runs {
             return Err(QemuError::Run(format!(
@@ -243,7 +340,7 @@ impl PinnedRunner {
         let measured = &result.rois[result.rois.len() - runs..];
         let sum =
             |f: &dyn Fn(&PluginCounts) -> u64| measured.iter().map(f).sum::<u64>() / runs as u64;
-        let guest = serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null);
+        let guest = serde_json::from_slice(&stdout).unwrap_or(serde_json::Value::Null);
         Ok(RunCounts {
             rois_seen: result.rois.len() as u64,
             inferences: runs as u64,

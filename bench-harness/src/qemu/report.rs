@@ -62,6 +62,43 @@ pub struct ModelCounts {
     pub guest: serde_json::Value,
     /// Wall time of the emulated run (load + all inferences), for information only.
     pub qemu_wall_s: f64,
+    /// With `--per-op`: instructions per inference of every node of the optimised plan, in
+    /// plan order, from a second run where each node is its own region of interest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_node: Option<Vec<super::pinned::NodeCounts>>,
+}
+
+/// Per-node counts summed by operator kind, in order of first appearance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpKindCounts {
+    pub op: String,
+    pub nodes: usize,
+    pub instructions: u64,
+    pub memory_accesses: u64,
+}
+
+impl ModelCounts {
+    /// [`ModelCounts::per_node`] by operator kind, most instructions first.
+    pub fn per_op_kind(&self) -> Vec<OpKindCounts> {
+        let mut kinds: Vec<OpKindCounts> = Vec::new();
+        for n in self.per_node.iter().flatten() {
+            match kinds.iter_mut().find(|k| k.op == n.op) {
+                Some(k) => {
+                    k.nodes += 1;
+                    k.instructions += n.instructions;
+                    k.memory_accesses += n.memory_accesses;
+                }
+                None => kinds.push(OpKindCounts {
+                    op: n.op.clone(),
+                    nodes: 1,
+                    instructions: n.instructions,
+                    memory_accesses: n.memory_accesses,
+                }),
+            }
+        }
+        kinds.sort_by(|a, b| b.instructions.cmp(&a.instructions));
+        kinds
+    }
 }
 
 /// FD-MobileNet against another network of the same budget, by instruction counts.
@@ -181,6 +218,30 @@ impl QemuReport {
                 let _ = write!(md, " {misses} | {rate} |");
             }
             let _ = writeln!(md, " {neon} |");
+        }
+        if self.models.iter().any(|m| m.per_node.is_some()) {
+            let _ = writeln!(
+                md,
+                "\n### Per operator (instructions per inference, each node its own region)\n"
+            );
+            md.push_str(
+                "| model | operator | nodes | instructions | share |\n|---|---|---:|---:|---:|\n",
+            );
+            for m in self.models.iter().filter(|m| m.per_node.is_some()) {
+                let kinds = m.per_op_kind();
+                let total: u64 = kinds.iter().map(|k| k.instructions).sum();
+                for k in kinds.iter().filter(|k| k.instructions > 0) {
+                    let _ = writeln!(
+                        md,
+                        "| {} | {} | {} | {} | {:.1} % |",
+                        m.name,
+                        k.op,
+                        k.nodes,
+                        group_digits(k.instructions),
+                        100.0 * k.instructions as f64 / total.max(1) as f64
+                    );
+                }
+            }
         }
         if !self.ratios.is_empty() {
             let _ = writeln!(md, "\n### FD-MobileNet against the others: {RATIO_LABEL}\n");
