@@ -96,7 +96,7 @@ impl ModelCounts {
                 }),
             }
         }
-        kinds.sort_by(|a, b| b.instructions.cmp(&a.instructions));
+        kinds.sort_by_key(|k| std::cmp::Reverse(k.instructions));
         kinds
     }
 }
