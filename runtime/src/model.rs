@@ -510,7 +510,12 @@ fn load_unguarded(
     if opts.engine == Engine::Edge {
         model = crate::engine::apply(model).map_err(tract_err("the edge engine rewrite"))?;
     }
-    let model = model.into_optimized().map_err(tract_err("optimising"))?;
+    let mut model = model.into_optimized().map_err(tract_err("optimising"))?;
+    if opts.engine == Engine::Edge {
+        model = crate::engine::rewrite_optimised(model)
+            .map_err(tract_err("the edge engine rewrite"))?
+            .0;
+    }
     let run_options = tract_onnx::tract_core::runtime::RunOptions {
         executor,
         ..Default::default()

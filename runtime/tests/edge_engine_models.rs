@@ -5,7 +5,7 @@
 // Both BatchNorm forms are covered: folded into the conv bias (fold_bn) and left as
 // BatchNormalization nodes, which declutter turns into per-channel Mul/Add.
 
-use edge_runtime::engine::EdgeDepthwise3x3;
+use edge_runtime::engine::{EdgeDepthwise3x3, EdgeRelu};
 use edge_runtime::{deterministic_input, tensor_to_f32, EdgeModel, Engine, RuntimeOptions};
 use model_zoo::{benchmark_models, model_onnx_bytes, ExportOptions, Family};
 
@@ -55,8 +55,27 @@ fn check_model(name: &str, bytes: &[u8], expected_relu: bool) {
             .optimized_model()
             .nodes()
             .iter()
-            .any(|n| n.op_is::<EdgeDepthwise3x3>()),
+            .any(|n| n.op_is::<EdgeDepthwise3x3>() || n.op_is::<EdgeRelu>()),
         "{name}: the tract engine must stay plain tract"
+    );
+    // No ReLU is left on tract's scalar pass: the first convolution's ReLU (which tract
+    // cannot fuse into its matmul) runs on ours.
+    let op_names: Vec<String> = edge
+        .optimized_model()
+        .nodes()
+        .iter()
+        .map(|n| n.op().name().to_string())
+        .collect();
+    assert!(
+        !op_names.iter().any(|n| n == "OptMaxByScalar"),
+        "{name}: {op_names:?}"
+    );
+    assert!(
+        edge.optimized_model()
+            .nodes()
+            .iter()
+            .any(|n| n.op_is::<EdgeRelu>()),
+        "{name}: {op_names:?}"
     );
 
     let input = deterministic_input(tract.input_shape(), 7);

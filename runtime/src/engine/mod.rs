@@ -9,11 +9,13 @@
 //! tract represents as `Max(x, 0)`.
 
 pub mod depthwise;
+pub mod elementwise;
 
 pub use depthwise::EdgeDepthwise3x3;
+pub use elementwise::{EdgeAddRelu, EdgeRelu};
 
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_core::ops::binary::{OptBinByScalar, TypedBinOp};
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
 use tract_onnx::tract_core::ops::math::{Add, Max, Mul, Sub};
 use tract_onnx::tract_core::ops::nn::DataFormat;
@@ -57,6 +59,50 @@ pub fn rewrite(mut model: TypedModel) -> TractResult<(TypedModel, RewriteSummary
     }
     model.compact()?;
     Ok((model, summary))
+}
+
+/// After tract's optimiser, for `Engine::Edge`: the ReLUs it could not fuse into a matmul
+/// (after the first convolution, whose im2col output is reshaped before the ReLU; after
+/// grouped convolutions) stay a separate `OptMaxByScalar` pass that is not vectorised on
+/// armv7. They run on [`EdgeRelu`] instead. Returns the model and how many were replaced.
+pub fn rewrite_optimised(mut model: TypedModel) -> TractResult<(TypedModel, usize)> {
+    let mut replaced = 0;
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        let Some(op) = node.op_as::<OptBinByScalar>() else {
+            continue;
+        };
+        if !op.binop.is::<Max>() || node.inputs.len() != 2 {
+            continue;
+        }
+        let input = model.outlet_fact(node.inputs[0])?;
+        let output = model.outlet_fact(OutletId::new(id, 0))?;
+        if input.datum_type != f32::datum_type() || output.shape != input.shape {
+            continue;
+        }
+        let Some(floor) = model.outlet_fact(node.inputs[1])?.konst.clone() else {
+            continue;
+        };
+        let Ok(floor) = floor.cast_to::<f32>() else {
+            continue;
+        };
+        if !floor
+            .try_as_plain_ram()?
+            .as_slice::<f32>()?
+            .iter()
+            .all(|&v| v == 0.0)
+        {
+            continue;
+        }
+        let mut patch = TypedModelPatch::new(format!("edge relu {}", node.name));
+        let tapped = patch.tap_model(&model, node.inputs[0])?;
+        let wire = patch.wire_node(format!("{}.edge_relu", node.name), EdgeRelu, &[tapped])?[0];
+        patch.shunt_outside(&model, OutletId::new(id, 0), wire)?;
+        patch.apply(&mut model)?;
+        replaced += 1;
+    }
+    model.compact()?;
+    Ok((model, replaced))
 }
 
 struct DepthwisePlan {

@@ -1,5 +1,8 @@
-//! Hand-vectorised kernels (3x3 depthwise, 1x1 pointwise) for armv7 NEON and x86-64.
+//! Hand-vectorised kernels (3x3 depthwise, element-wise ReLU passes) for armv7 NEON and
+//! x86-64.
 
 pub mod depthwise;
+pub mod elementwise;
 
 pub use depthwise::{depthwise3x3, Depthwise3x3, DepthwiseImpl};
+pub use elementwise::{add_relu_in_place, relu_in_place};
