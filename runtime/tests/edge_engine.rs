@@ -98,7 +98,9 @@ fn unfolded_batchnorm_and_relu_fold_into_depthwise() {
         RewriteSummary {
             depthwise: 5,
             affine_folded: 10,
-            relu_fused: 5
+            relu_fused: 5,
+            conv_batchnorm_folded: 0,
+            add_relu: 0,
         }
     );
 }
@@ -111,7 +113,9 @@ fn folded_batchnorm_as_conv_bias() {
         RewriteSummary {
             depthwise: 5,
             affine_folded: 0,
-            relu_fused: 5
+            relu_fused: 5,
+            conv_batchnorm_folded: 0,
+            add_relu: 0,
         }
     );
 }
@@ -146,7 +150,36 @@ fn depthwise_output_with_two_consumers_keeps_them_outside() {
         RewriteSummary {
             depthwise: 3,
             affine_folded: 4,
-            relu_fused: 1
+            relu_fused: 1,
+            conv_batchnorm_folded: 0,
+            add_relu: 1,
+        }
+    );
+}
+
+/// ShuffleNet's grouped 1x1 convolutions: tract's declutter leaves their BatchNorm as an
+/// element-wise chain; the edge rewrite folds it into the weights, and the residual join
+/// `Relu(a + b)` becomes one pass. (tract already folds BatchNorm into ungrouped convs.)
+#[test]
+fn batchnorm_after_grouped_pointwise_conv_folds_into_it() {
+    let mut g = GraphBuilder::new(11);
+    let x = g.conv("input", 6, 9, 1, 1, 3, false);
+    let x = g.batch_norm(&x, 9);
+    let x = g.relu(&x);
+    let y = g.conv(&x, 9, 9, 1, 1, 3, false);
+    let y = g.batch_norm(&y, 9);
+    let y = g.add(&y, &x);
+    let y = g.relu(&y);
+    let bytes = g.build("input", &[1, 6, 7, 5], &y);
+    let summary = compare(&bytes, &[1, 6, 7, 5]);
+    assert_eq!(
+        summary,
+        RewriteSummary {
+            depthwise: 0,
+            affine_folded: 0,
+            relu_fused: 0,
+            conv_batchnorm_folded: 2,
+            add_relu: 1,
         }
     );
 }

@@ -29,6 +29,11 @@ pub struct RewriteSummary {
     pub affine_folded: usize,
     /// ReLUs fused into them.
     pub relu_fused: usize,
+    /// Other convolutions (1x1, grouped, the first) whose BatchNorm was folded into their
+    /// weights and bias.
+    pub conv_batchnorm_folded: usize,
+    /// `Relu(a + b)` joins (ShuffleNet's residual) now one [`EdgeAddRelu`] pass.
+    pub add_relu: usize,
 }
 
 /// Rewrites a decluttered typed model so that the layers we own run on our kernels.
@@ -58,7 +63,186 @@ pub fn rewrite(mut model: TypedModel) -> TractResult<(TypedModel, RewriteSummary
         patch.apply(&mut model)?;
     }
     model.compact()?;
+    for id in model.eval_order()? {
+        if fold_batchnorm_into_conv(&mut model, id)? {
+            summary.conv_batchnorm_folded += 1;
+        }
+    }
+    model.compact()?;
+    for id in model.eval_order()? {
+        if fuse_add_relu(&mut model, id)? {
+            summary.add_relu += 1;
+        }
+    }
+    model.compact()?;
     Ok((model, summary))
+}
+
+/// Folds the per-channel `Mul`/`Add`/`Sub` chain that declutter leaves for a BatchNorm
+/// after a (non-depthwise) convolution into the convolution's weights and bias, as a
+/// deployment pipeline would. tract fuses such a chain into its matmul only for plain
+/// 1x1 convolutions; after grouped ones (ShuffleNet) it stays an element-wise pass.
+fn fold_batchnorm_into_conv(model: &mut TypedModel, id: usize) -> TractResult<bool> {
+    let node = model.node(id);
+    let Some(conv) = node.op_as::<Conv>() else {
+        return Ok(false);
+    };
+    let channels = conv.pool_spec.output_channels;
+    if conv.q_params.is_some()
+        || conv.kernel_fmt != KernelFormat::OIHW
+        || !matches!(
+            conv.pool_spec.data_format,
+            DataFormat::NCHW | DataFormat::CHW
+        )
+        || node.inputs.len() != 3
+    {
+        return Ok(false);
+    }
+    let (Some(kernel), Some(bias)) = (
+        model.outlet_fact(node.inputs[1])?.konst.clone(),
+        model.outlet_fact(node.inputs[2])?.konst.clone(),
+    ) else {
+        return Ok(false);
+    };
+    if kernel.datum_type() != f32::datum_type()
+        || kernel.shape().first() != Some(&channels)
+        || model.outlet_fact(node.inputs[0])?.datum_type != f32::datum_type()
+    {
+        return Ok(false);
+    }
+    let Some(mut shift) = broadcast_per_channel(&bias, channels, 0)? else {
+        return Ok(false);
+    };
+    let out_shape = model.outlet_fact(id.into())?.shape.clone();
+    let mut scale = vec![1f32; channels];
+    let mut tail = OutletId::new(id, 0);
+    let mut folded = 0;
+    loop {
+        let [succ_inlet] = model.outlet_successors(tail) else {
+            break;
+        };
+        if model.outputs.contains(&tail) {
+            break;
+        }
+        let succ = model.node(succ_inlet.node);
+        let Some(bin) = succ.op_as::<TypedBinOp>() else {
+            break;
+        };
+        let succ_fact = model.outlet_fact(succ.id.into())?;
+        if succ_fact.shape != out_shape || succ_fact.datum_type != f32::datum_type() {
+            break;
+        }
+        let Some(konst) = model
+            .outlet_fact(succ.inputs[1 - succ_inlet.slot])?
+            .konst
+            .clone()
+        else {
+            break;
+        };
+        let Some(values) = broadcast_per_channel(&konst, channels, 2)? else {
+            break;
+        };
+        if bin.0.is::<Mul>() {
+            for ((sc, sh), v) in scale.iter_mut().zip(&mut shift).zip(&values) {
+                *sc *= v;
+                *sh *= v;
+            }
+        } else if bin.0.is::<Add>() {
+            shift.iter_mut().zip(&values).for_each(|(s, v)| *s += v);
+        } else if bin.0.is::<Sub>() && succ_inlet.slot == 0 {
+            shift.iter_mut().zip(&values).for_each(|(s, v)| *s -= v);
+        } else {
+            break;
+        }
+        folded += 1;
+        tail = OutletId::new(succ.id, 0);
+    }
+    if folded == 0 {
+        return Ok(false);
+    }
+    let per_channel = kernel.len() / channels;
+    let mut weights = kernel.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
+    for (w, s) in weights.chunks_exact_mut(per_channel).zip(&scale) {
+        w.iter_mut().for_each(|x| *x *= s);
+    }
+    let weights = tensor1(&weights).into_shape(kernel.shape())?;
+    let conv = conv.clone();
+    let name = node.name.clone();
+    let data = node.inputs[0];
+    let mut patch = TypedModelPatch::new(format!("edge batchnorm fold {name}"));
+    let input = patch.tap_model(model, data)?;
+    let kernel = patch.add_const(format!("{name}.edge_folded_kernel"), weights)?;
+    let bias = patch.add_const(format!("{name}.edge_folded_bias"), tensor1(&shift))?;
+    let wire = patch.wire_node(
+        format!("{name}.edge_bn_folded"),
+        conv,
+        &[input, kernel, bias],
+    )?[0];
+    patch.shunt_outside(model, tail, wire)?;
+    patch.apply(model)?;
+    Ok(true)
+}
+
+/// `Max(Add(a, b), 0)` on two f32 tensors of the same shape, the Add used only by the Max:
+/// one [`EdgeAddRelu`] pass instead of tract's element-wise chain.
+fn fuse_add_relu(model: &mut TypedModel, id: usize) -> TractResult<bool> {
+    let node = model.node(id);
+    let Some(bin) = node.op_as::<TypedBinOp>() else {
+        return Ok(false);
+    };
+    if !bin.0.is::<Add>() || node.inputs.len() != 2 {
+        return Ok(false);
+    }
+    let sum = OutletId::new(id, 0);
+    let a = model.outlet_fact(node.inputs[0])?;
+    let b = model.outlet_fact(node.inputs[1])?;
+    let out = model.outlet_fact(sum)?;
+    if a.konst.is_some()
+        || b.konst.is_some()
+        || a.shape != b.shape
+        || a.shape != out.shape
+        || a.datum_type != f32::datum_type()
+        || b.datum_type != f32::datum_type()
+        || model.outputs.contains(&sum)
+    {
+        return Ok(false);
+    }
+    let [succ_inlet] = model.outlet_successors(sum) else {
+        return Ok(false);
+    };
+    let relu = model.node(succ_inlet.node);
+    let Some(max) = relu.op_as::<TypedBinOp>() else {
+        return Ok(false);
+    };
+    if !max.0.is::<Max>() || model.outlet_fact(relu.id.into())?.shape != out.shape {
+        return Ok(false);
+    }
+    let Some(floor) = model
+        .outlet_fact(relu.inputs[1 - succ_inlet.slot])?
+        .konst
+        .clone()
+    else {
+        return Ok(false);
+    };
+    let Ok(floor) = floor.cast_to::<f32>() else {
+        return Ok(false);
+    };
+    if !floor
+        .try_as_plain_ram()?
+        .as_slice::<f32>()?
+        .iter()
+        .all(|&v| v == 0.0)
+    {
+        return Ok(false);
+    }
+    let (inputs, relu_id, name) = (node.inputs.clone(), relu.id, relu.name.clone());
+    let mut patch = TypedModelPatch::new(format!("edge add-relu {name}"));
+    let a = patch.tap_model(model, inputs[0])?;
+    let b = patch.tap_model(model, inputs[1])?;
+    let wire = patch.wire_node(format!("{name}.edge_add_relu"), EdgeAddRelu, &[a, b])?[0];
+    patch.shunt_outside(model, OutletId::new(relu_id, 0), wire)?;
+    patch.apply(model)?;
+    Ok(true)
 }
 
 /// After tract's optimiser, for `Engine::Edge`: the ReLUs it could not fuse into a matmul
