@@ -117,10 +117,7 @@ fn fold_batchnorm_into_conv(model: &mut TypedModel, id: usize) -> TractResult<bo
     let mut scale = vec![1f32; channels];
     let mut tail = OutletId::new(id, 0);
     let mut folded = 0;
-    loop {
-        let [succ_inlet] = model.outlet_successors(tail) else {
-            break;
-        };
+    while let [succ_inlet] = model.outlet_successors(tail) {
         if model.outputs.contains(&tail) {
             break;
         }
