@@ -399,5 +399,6 @@ fn per_operator_counts_add_up_and_show_the_depthwise_layers() {
     assert!(edge_dw > 0 && tract_dw > 0);
     let ratio = tract_dw as f64 / edge_dw as f64;
     eprintln!("depthwise layers of {model}: tract {tract_dw}, edge {edge_dw}: {ratio:.2}x");
-    assert!(ratio >= 9.0, "depthwise layers only {ratio:.2}x cheaper");
+    // Issue 7 asks for at least 10x fewer instructions in the depthwise layers.
+    assert!(ratio >= 10.0, "depthwise layers only {ratio:.2}x cheaper");
 }

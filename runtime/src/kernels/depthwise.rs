@@ -187,32 +187,48 @@ impl Depthwise3x3 {
             params[9] = bias[c];
             params[10] = floor;
 
+            // armv7: one call per plane, the row loop inside the assembly (per-row calls
+            // cost more than the arithmetic on FD-MobileNet's many 7x7 planes).
+            #[cfg(target_arch = "arm")]
+            if vector && imp == DepthwiseImpl::Neon {
+                let args = neon::PlaneArgs {
+                    params,
+                    chunks: ow / 4,
+                    back_bytes: ((4 - ow % 4) % 4) * 4,
+                    wp_bytes: wp * 4,
+                    step_bytes: s * wp * 4,
+                };
+                // SAFETY: `padded` holds rows 0..=h+1 of the bordered plane plus
+                // SCRATCH_SLACK floats, which covers the vector loads past the last needed
+                // column of the last row (at most 18 floats); `out_plane` holds oh rows of
+                // ow >= 4 floats.
+                unsafe {
+                    let rows = padded.as_ptr();
+                    let out = out_plane.as_mut_ptr();
+                    if s == 1 {
+                        neon::plane_stride1(rows, &args, out, oh);
+                    } else {
+                        neon::plane_stride2(rows, &args, out, oh);
+                    }
+                }
+                continue;
+            }
             for (oy, out_row) in out_plane.chunks_exact_mut(ow).enumerate() {
                 let base = oy * s * wp;
                 if !vector {
                     scalar_row(&padded[base..], wp, s, &params, out_row);
                     continue;
                 }
-                // SAFETY: rows base, base+wp, base+2wp exist in `padded` (at most row h+1);
-                // vector loads read at most 18 floats past the last needed column of the
-                // last row, which SCRATCH_SLACK covers; out_row has ow >= lanes elements.
-                unsafe {
-                    let rows = padded.as_ptr().add(base);
-                    match imp {
-                        #[cfg(target_arch = "arm")]
-                        DepthwiseImpl::Neon if s == 1 => {
-                            neon::row_stride1(rows, wp, &params, out_row.as_mut_ptr(), ow)
-                        }
-                        #[cfg(target_arch = "arm")]
-                        DepthwiseImpl::Neon => {
-                            neon::row_stride2(rows, wp, &params, out_row.as_mut_ptr(), ow)
-                        }
-                        #[cfg(target_arch = "x86_64")]
-                        DepthwiseImpl::Avx2Fma => {
-                            avx2::row(rows, wp, s, &params, out_row.as_mut_ptr(), ow)
-                        }
-                        _ => scalar_row(&padded[base..], wp, s, &params, out_row),
-                    }
+                match imp {
+                    // SAFETY: rows base, base+wp, base+2wp exist in `padded` (at most row
+                    // h+1); vector loads read at most 18 floats past the last needed column
+                    // of the last row, which SCRATCH_SLACK covers; out_row has ow >= lanes.
+                    #[cfg(target_arch = "x86_64")]
+                    DepthwiseImpl::Avx2Fma => unsafe {
+                        let rows = padded.as_ptr().add(base);
+                        avx2::row(rows, wp, s, &params, out_row.as_mut_ptr(), ow)
+                    },
+                    _ => scalar_row(&padded[base..], wp, s, &params, out_row),
                 }
             }
         }
@@ -250,27 +266,42 @@ mod neon {
     //! d0-d15), q3 the bias vector, q4 the floor (0 for ReLU, -inf otherwise),
     //! q5/q6 two accumulators (shorter dependency chains), q8-q15 input rows.
 
-    /// Stride 1: out[x] = sum k[ky][kx] * row_ky[x + kx].
+    /// Everything a plane call needs, read by the assembly at fixed offsets (params at 0,
+    /// then the words at 48, 52, 56, 60), so that few registers hold constants.
+    #[repr(C)]
+    pub struct PlaneArgs {
+        /// k0..k8, bias, floor, unused.
+        pub params: [f32; 12],
+        /// Full 4-wide vectors per output row.
+        pub chunks: usize,
+        /// Bytes to step back for the overlapping last vector (0 when ow % 4 == 0).
+        pub back_bytes: usize,
+        /// Bytes per padded input row.
+        pub wp_bytes: usize,
+        /// Bytes from one output row's first input row to the next one's (stride * wp * 4).
+        pub step_bytes: usize,
+    }
+
+    /// All `oh` output rows of a stride-1 plane: out[x] = sum k[ky][kx] * row_ky[x + kx].
+    /// Each row ends with one overlapping vector when ow % 4 != 0.
     ///
     /// # Safety
-    /// `rows` must be readable for `2 * wp + ow + 4` floats, `out` writable for `ow`
-    /// floats, and `ow >= 4`.
-    pub unsafe fn row_stride1(
-        rows: *const f32,
-        wp: usize,
-        params: &[f32; 12],
-        out: *mut f32,
-        ow: usize,
-    ) {
-        debug_assert!(ow >= 4);
-        let chunks = ow / 4;
-        // When ow is not a multiple of 4, one more vector ends exactly at ow.
-        let back_bytes = ((4 - ow % 4) % 4) * 4;
+    /// `padded` must hold the zero-bordered plane (`(h + 2) * wp` floats plus the scratch
+    /// slack), `out` must be writable for `oh * ow` floats, and `ow >= 4`.
+    pub unsafe fn plane_stride1(padded: *const f32, args: &PlaneArgs, out: *mut f32, oh: usize) {
         core::arch::asm!(
-            "vld1.32 {{d0-d3}}, [{p}]!",
-            "vld1.32 {{d4-d5}}, [{p}]",
+            "vld1.32 {{d0-d3}}, [{p}]",
+            "vldr d4, [{p}, #32]",
+            "vldr d5, [{p}, #40]",
             "vdup.32 q3, d4[1]",
             "vdup.32 q4, d5[0]",
+            "1:",
+            "mov {a}, {row}",
+            "ldr {b}, [{p}, #56]",
+            "add {c}, {a}, {b}, lsl #1",
+            "add {b}, {a}, {b}",
+            "ldr {n}, [{p}, #48]",
+            "ldr {back}, [{p}, #52]",
             "2:",
             "vld1.32 {{d16-d19}}, [{a}], {inc}",
             "vld1.32 {{d20-d23}}, [{b}], {inc}",
@@ -306,13 +337,19 @@ mod neon {
             "mov {back}, #0",
             "b 2b",
             "3:",
-            p = inout(reg) params.as_ptr() => _,
-            a = inout(reg) rows => _,
-            b = inout(reg) rows.add(wp) => _,
-            c = inout(reg) rows.add(2 * wp) => _,
+            "ldr {a}, [{p}, #60]",
+            "add {row}, {row}, {a}",
+            "subs {rows}, {rows}, #1",
+            "bgt 1b",
+            p = in(reg) args as *const PlaneArgs,
+            row = inout(reg) padded => _,
+            rows = inout(reg) oh => _,
+            a = out(reg) _,
+            b = out(reg) _,
+            c = out(reg) _,
             o = inout(reg) out => _,
-            n = inout(reg) chunks => _,
-            back = inout(reg) back_bytes => _,
+            n = out(reg) _,
+            back = out(reg) _,
             inc = in(reg) 16usize,
             out("q0") _, out("q1") _, out("q2") _, out("q3") _, out("q4") _,
             out("q5") _, out("q6") _, out("q8") _, out("q9") _, out("q10") _,
@@ -321,27 +358,25 @@ mod neon {
         );
     }
 
-    /// Stride 2: out[x] = sum k[ky][kx] * row_ky[2x + kx]; `vld2` splits even and odd
-    /// columns, the kx = 2 vector is the even one shifted by one.
+    /// All `oh` output rows of a stride-2 plane: out[x] = sum k[ky][kx] * row_ky[2x + kx];
+    /// `vld2` splits even and odd columns, the kx = 2 vector is the even one shifted by one.
     ///
     /// # Safety
-    /// `rows` must be readable for `2 * wp + 2 * ow + 8` floats, `out` writable for `ow`
-    /// floats, and `ow >= 4`.
-    pub unsafe fn row_stride2(
-        rows: *const f32,
-        wp: usize,
-        params: &[f32; 12],
-        out: *mut f32,
-        ow: usize,
-    ) {
-        debug_assert!(ow >= 4);
-        let chunks = ow / 4;
-        let back_bytes = ((4 - ow % 4) % 4) * 4;
+    /// As [`plane_stride1`].
+    pub unsafe fn plane_stride2(padded: *const f32, args: &PlaneArgs, out: *mut f32, oh: usize) {
         core::arch::asm!(
-            "vld1.32 {{d0-d3}}, [{p}]!",
-            "vld1.32 {{d4-d5}}, [{p}]",
+            "vld1.32 {{d0-d3}}, [{p}]",
+            "vldr d4, [{p}, #32]",
+            "vldr d5, [{p}, #40]",
             "vdup.32 q3, d4[1]",
             "vdup.32 q4, d5[0]",
+            "1:",
+            "mov {a}, {row}",
+            "ldr {b}, [{p}, #56]",
+            "add {c}, {a}, {b}, lsl #1",
+            "add {b}, {a}, {b}",
+            "ldr {n}, [{p}, #48]",
+            "ldr {back}, [{p}, #52]",
             "2:",
             "vld2.32 {{d16-d19}}, [{a}]!",
             "vld1.32 {{d20[0]}}, [{a}]",
@@ -377,13 +412,19 @@ mod neon {
             "mov {back}, #0",
             "b 2b",
             "3:",
-            p = inout(reg) params.as_ptr() => _,
-            a = inout(reg) rows => _,
-            b = inout(reg) rows.add(wp) => _,
-            c = inout(reg) rows.add(2 * wp) => _,
+            "ldr {a}, [{p}, #60]",
+            "add {row}, {row}, {a}",
+            "subs {rows}, {rows}, #1",
+            "bgt 1b",
+            p = in(reg) args as *const PlaneArgs,
+            row = inout(reg) padded => _,
+            rows = inout(reg) oh => _,
+            a = out(reg) _,
+            b = out(reg) _,
+            c = out(reg) _,
             o = inout(reg) out => _,
-            n = inout(reg) chunks => _,
-            back = inout(reg) back_bytes => _,
+            n = out(reg) _,
+            back = out(reg) _,
             out("q0") _, out("q1") _, out("q2") _, out("q3") _, out("q4") _,
             out("q5") _, out("q6") _, out("q8") _, out("q9") _, out("q10") _,
             out("q11") _, out("q12") _, out("q13") _,
