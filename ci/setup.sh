@@ -20,3 +20,12 @@ rustup target list --installed | grep -qx armv7-unknown-linux-gnueabihf ||
 for c in rustfmt clippy; do
   rustup component list --installed | grep -q "^$c" || rustup component add "$c"
 done
+# The onnxruntime peer comparison (bench-harness/peers/) and its test run in a private
+# venv: onnxruntime and numpy from PyPI.
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$root/target/peers-venv"
+if ! "$venv/bin/python" -c "import onnxruntime, numpy" >/dev/null 2>&1; then
+  echo "ci/setup.sh: creating $venv with onnxruntime and numpy"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check onnxruntime numpy
+fi

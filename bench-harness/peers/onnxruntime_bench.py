@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""Peer comparison: the zoo's ONNX models on onnxruntime, one thread, on this machine.
+
+Run it on your own machine next to `edgebench run`, so both engines see the same CPU,
+load and clock:
+
+    python3 -m venv .venv && .venv/bin/pip install onnxruntime numpy
+    cargo run --release -p bench-harness --bin edgebench -- run --engine both --json ours.json
+    .venv/bin/python bench-harness/peers/onnxruntime_bench.py --edgebench-json ours.json
+
+It measures each model in models/onnx (exported by `edgebench run` or
+`cargo run -p model-zoo -- export`) with intra- and inter-op threads set to 1 and
+sequential execution, after warm-up runs, and prints the median latency with a 95 %
+interval of the median (order statistics, no normality assumed). With --edgebench-json
+it puts edgebench's own medians beside onnxruntime's: a markdown table of
+tract / edge / onnxruntime and the edge/onnxruntime ratio (below 1: ours is faster).
+Results go to --json (schema edgebench/peer-onnxruntime/v1), never overwriting a file.
+"""
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+MODELS = [
+    "fd_mobilenet_1.0", "fd_mobilenet_0.5", "fd_mobilenet_0.25",
+    "mobilenet_0.5", "mobilenet_0.25", "mobilenet_0.125",
+    "shufflenet_g3_1.0", "shufflenet_g3_0.5", "shufflenet_g3_0.25",
+]
+SCHEMA = "edgebench/peer-onnxruntime/v1"
+
+
+def die(message):
+    print(f"onnxruntime_bench: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def median_interval(samples):
+    """95 % distribution-free interval of the median from order statistics."""
+    xs = sorted(samples)
+    n = len(xs)
+    half = 1.96 * math.sqrt(n) / 2
+    lo = max(0, int(math.floor(n / 2 - half)))
+    hi = min(n - 1, int(math.ceil(n / 2 + half)))
+    return xs[lo], xs[hi]
+
+
+def measure(session, name, feed, warmup, min_runs, min_time):
+    for _ in range(warmup):
+        session.run(None, feed)
+    samples = []
+    start = time.perf_counter()
+    while len(samples) < min_runs or time.perf_counter() - start < min_time:
+        t0 = time.perf_counter()
+        session.run(None, feed)
+        samples.append((time.perf_counter() - t0) * 1e3)
+    lo, hi = median_interval(samples)
+    return {
+        "name": name,
+        "median_ms": statistics.median(samples),
+        "ci95_median_ms": [lo, hi],
+        "mean_ms": statistics.fmean(samples),
+        "min_ms": min(samples),
+        "runs": len(samples),
+        "samples_ms": samples,
+    }
+
+
+def edgebench_medians(path):
+    try:
+        with open(path) as f:
+            report = json.load(f)
+    except (OSError, ValueError) as e:
+        die(f"{path}: cannot read the edgebench report: {e}")
+    if not str(report.get("schema", "")).startswith("edgebench/report/"):
+        die(f"{path}: not an edgebench report (schema {report.get('schema')!r})")
+    out = {}
+    for m in report.get("models", []):
+        out[(m["name"], m["engine"])] = m["stats"]["median_ms"]
+    return out
+
+
+def write_new(path, text):
+    if os.path.exists(path):
+        die(f"{path}: already exists (results are never overwritten)")
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".peer-")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model-dir", default="models/onnx")
+    ap.add_argument("--models", default=",".join(MODELS), help="comma-separated names")
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--min-runs", type=int, default=50)
+    ap.add_argument("--min-time", type=float, default=3.0, help="seconds per model")
+    ap.add_argument("--edgebench-json", help="edgebench run --json report to compare with")
+    ap.add_argument("--json", help="write the results here (never overwritten)")
+    args = ap.parse_args()
+
+    try:
+        import numpy as np
+        import onnxruntime as ort
+    except ImportError as e:
+        die(f"{e}: pip install onnxruntime numpy")
+
+    if args.json and os.path.exists(args.json):
+        die(f"{args.json}: already exists (results are never overwritten)")
+    ours = edgebench_medians(args.edgebench_json) if args.edgebench_json else {}
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+
+    results = []
+    for name in [m.strip() for m in args.models.split(",") if m.strip()]:
+        path = os.path.join(args.model_dir, f"{name}.onnx")
+        if not os.path.isfile(path):
+            die(f"{path}: no such model file (export it: cargo run -p model-zoo -- export)")
+        try:
+            session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types
+            die(f"{path}: onnxruntime cannot load it: {e}")
+        inp = session.get_inputs()[0]
+        shape = [d if isinstance(d, int) else 1 for d in inp.shape]
+        feed = {inp.name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
+        r = measure(session, name, feed, args.warmup, args.min_runs, args.min_time)
+        print(f"{name}: {r['median_ms']:.3f} ms median ({r['runs']} runs)", file=sys.stderr)
+        results.append(r)
+
+    print("| model | tract ms | edge ms | onnxruntime ms (95% CI) | edge / onnxruntime |")
+    print("|---|---:|---:|---:|---:|")
+    for r in results:
+        tract = ours.get((r["name"], "tract"))
+        edge = ours.get((r["name"], "edge"))
+        fmt = lambda v: "-" if v is None else f"{v:.3f}"
+        ratio = "-" if edge is None else f"{edge / r['median_ms']:.2f}"
+        lo, hi = r["ci95_median_ms"]
+        print(f"| {r['name']} | {fmt(tract)} | {fmt(edge)} | "
+              f"{r['median_ms']:.3f} ({lo:.3f}-{hi:.3f}) | {ratio} |")
+
+    if args.json:
+        doc = {
+            "schema": SCHEMA,
+            "onnxruntime_version": ort.__version__,
+            "threads": 1,
+            "machine": platform.machine(),
+            "processor": platform.processor(),
+            "python": platform.python_version(),
+            "models": results,
+        }
+        write_new(args.json, json.dumps(doc, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
