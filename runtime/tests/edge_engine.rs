@@ -101,6 +101,7 @@ fn unfolded_batchnorm_and_relu_fold_into_depthwise() {
             relu_fused: 5,
             conv_batchnorm_folded: 0,
             add_relu: 0,
+            grouped_pointwise: 0,
         }
     );
 }
@@ -116,6 +117,7 @@ fn folded_batchnorm_as_conv_bias() {
             relu_fused: 5,
             conv_batchnorm_folded: 0,
             add_relu: 0,
+            grouped_pointwise: 0,
         }
     );
 }
@@ -153,6 +155,7 @@ fn depthwise_output_with_two_consumers_keeps_them_outside() {
             relu_fused: 1,
             conv_batchnorm_folded: 0,
             add_relu: 1,
+            grouped_pointwise: 0,
         }
     );
 }
@@ -180,6 +183,7 @@ fn batchnorm_after_grouped_pointwise_conv_folds_into_it() {
             relu_fused: 0,
             conv_batchnorm_folded: 2,
             add_relu: 1,
+            grouped_pointwise: 2,
         }
     );
 }

@@ -12,7 +12,7 @@ pub mod depthwise;
 pub mod elementwise;
 
 pub use depthwise::EdgeDepthwise3x3;
-pub use elementwise::{EdgeAddRelu, EdgeRelu};
+pub use elementwise::{EdgeAddRelu, EdgeBiasRelu, EdgeRelu};
 
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::{OptBinByScalar, TypedBinOp};
@@ -34,6 +34,8 @@ pub struct RewriteSummary {
     pub conv_batchnorm_folded: usize,
     /// `Relu(a + b)` joins (ShuffleNet's residual) now one [`EdgeAddRelu`] pass.
     pub add_relu: usize,
+    /// Grouped 1x1 convolutions now a batched matmul (no im2col copy).
+    pub grouped_pointwise: usize,
 }
 
 /// Rewrites a decluttered typed model so that the layers we own run on our kernels.
@@ -66,6 +68,12 @@ pub fn rewrite(mut model: TypedModel) -> TractResult<(TypedModel, RewriteSummary
     for id in model.eval_order()? {
         if fold_batchnorm_into_conv(&mut model, id)? {
             summary.conv_batchnorm_folded += 1;
+        }
+    }
+    model.compact()?;
+    for id in model.eval_order()? {
+        if grouped_pointwise_as_batched_matmul(&mut model, id)? {
+            summary.grouped_pointwise += 1;
         }
     }
     model.compact()?;
@@ -180,6 +188,141 @@ fn fold_batchnorm_into_conv(model: &mut TypedModel, id: usize) -> TractResult<bo
     Ok(true)
 }
 
+/// A grouped 1x1 convolution (stride 1, no padding; ShuffleNet's) as one matmul batched
+/// over the groups: `[G, Cout/G, Cin/G] x [G, Cin/G, H*W]`, between two free reshapes.
+/// tract lowers grouped convolutions through an im2col copy of the whole input and one
+/// small matmul per group; the batched form needs neither the copy nor the per-group
+/// plumbing, and tract fuses the bias (and a following ReLU) into its matmul kernel.
+fn grouped_pointwise_as_batched_matmul(model: &mut TypedModel, id: usize) -> TractResult<bool> {
+    use tract_onnx::tract_core::ops::einsum::EinSum;
+    let node = model.node(id);
+    let Some(conv) = node.op_as::<Conv>() else {
+        return Ok(false);
+    };
+    let spec = &conv.pool_spec;
+    let (groups, c_in, c_out) = (conv.group, spec.input_channels, spec.output_channels);
+    let unpadded = (0..2).all(|d| spec.padding.valid_dim(d, true));
+    if groups < 2
+        || groups == c_in
+        || c_in % groups != 0
+        || c_out % groups != 0
+        || conv.q_params.is_some()
+        || conv.kernel_fmt != KernelFormat::OIHW
+        || *spec.kernel_shape != [1, 1]
+        || spec.stride(0) != 1
+        || spec.stride(1) != 1
+        || !unpadded
+        || node.inputs.len() != 3
+    {
+        return Ok(false);
+    }
+    let rank = match spec.data_format {
+        DataFormat::NCHW => 4,
+        DataFormat::CHW => 3,
+        _ => return Ok(false),
+    };
+    let x = model.outlet_fact(node.inputs[0])?;
+    if x.datum_type != f32::datum_type() || x.rank() != rank {
+        return Ok(false);
+    }
+    let (Some(kernel), Some(bias)) = (
+        model.outlet_fact(node.inputs[1])?.konst.clone(),
+        model.outlet_fact(node.inputs[2])?.konst.clone(),
+    ) else {
+        return Ok(false);
+    };
+    if kernel.datum_type() != f32::datum_type() || kernel.shape() != [c_out, c_in / groups, 1, 1] {
+        return Ok(false);
+    }
+    let Some(bias) = broadcast_per_channel(&bias, c_out, 0)? else {
+        return Ok(false);
+    };
+    let (h, w) = (x.shape[rank - 2].clone(), x.shape[rank - 1].clone());
+    let (g, m, k) = (groups, c_out / groups, c_in / groups);
+    let name = node.name.clone();
+    let data = node.inputs[0];
+    let at = rank - 3;
+    let mut patch = TypedModelPatch::new(format!("edge grouped 1x1 {name}"));
+    let input = patch.tap_model(model, data)?;
+    let grouped = patch.wire_node(
+        format!("{name}.edge_split_groups"),
+        AxisOp::Reshape(
+            at,
+            tvec!(c_in.to_dim(), h.clone(), w.clone()),
+            tvec!(g.to_dim(), k.to_dim(), h.clone() * w.clone()),
+        ),
+        &[input],
+    )?[0];
+    let weights = kernel.into_tensor().into_shape(&[g, m, k])?;
+    let weights = patch.add_const(format!("{name}.edge_group_weights"), weights)?;
+    let axes: AxesMapping = if rank == 4 {
+        "gmk,ngkp->ngmp".parse()?
+    } else {
+        "gmk,gkp->gmp".parse()?
+    };
+    let product = patch.wire_node(
+        format!("{name}.edge_group_matmul"),
+        EinSum::new(axes, f32::datum_type()),
+        &[weights, grouped],
+    )?[0];
+    let merged = patch.wire_node(
+        format!("{name}.edge_merge_groups"),
+        AxisOp::Reshape(
+            at,
+            tvec!(g.to_dim(), m.to_dim(), h.clone() * w.clone()),
+            tvec!(c_out.to_dim(), h, w),
+        ),
+        &[product],
+    )?[0];
+    // tract cannot fuse a bias that varies along the batch (group) axis into the matmul:
+    // add it (and a ReLU that directly follows) in one pass of ours.
+    let conv_out = OutletId::new(id, 0);
+    let relu = relu_successor(model, conv_out)?;
+    let op = EdgeBiasRelu {
+        bias: tensor1(&bias).into_arc_tensor(),
+        relu: relu.is_some(),
+    };
+    let wire = patch.wire_node(format!("{name}.edge_bias"), op, &[merged])?[0];
+    patch.shunt_outside(model, relu.unwrap_or(conv_out), wire)?;
+    patch.apply(model)?;
+    Ok(true)
+}
+
+/// The output of the `Max(x, 0)` that is the only consumer of `outlet`, if there is one.
+fn relu_successor(model: &TypedModel, outlet: OutletId) -> TractResult<Option<OutletId>> {
+    let [succ_inlet] = model.outlet_successors(outlet) else {
+        return Ok(None);
+    };
+    if model.outputs.contains(&outlet) {
+        return Ok(None);
+    }
+    let succ = model.node(succ_inlet.node);
+    let Some(max) = succ.op_as::<TypedBinOp>() else {
+        return Ok(None);
+    };
+    if !max.0.is::<Max>()
+        || model.outlet_fact(succ.id.into())?.shape != model.outlet_fact(outlet)?.shape
+    {
+        return Ok(None);
+    }
+    let Some(floor) = model
+        .outlet_fact(succ.inputs[1 - succ_inlet.slot])?
+        .konst
+        .clone()
+    else {
+        return Ok(None);
+    };
+    let Ok(floor) = floor.cast_to::<f32>() else {
+        return Ok(None);
+    };
+    let zero = floor
+        .try_as_plain_ram()?
+        .as_slice::<f32>()?
+        .iter()
+        .all(|&v| v == 0.0);
+    Ok(zero.then(|| OutletId::new(succ.id, 0)))
+}
+
 /// `Max(Add(a, b), 0)` on two f32 tensors of the same shape, the Add used only by the Max:
 /// one [`EdgeAddRelu`] pass instead of tract's element-wise chain.
 fn fuse_add_relu(model: &mut TypedModel, id: usize) -> TractResult<bool> {
@@ -204,34 +347,10 @@ fn fuse_add_relu(model: &mut TypedModel, id: usize) -> TractResult<bool> {
     {
         return Ok(false);
     }
-    let [succ_inlet] = model.outlet_successors(sum) else {
+    let Some(relu_out) = relu_successor(model, sum)? else {
         return Ok(false);
     };
-    let relu = model.node(succ_inlet.node);
-    let Some(max) = relu.op_as::<TypedBinOp>() else {
-        return Ok(false);
-    };
-    if !max.0.is::<Max>() || model.outlet_fact(relu.id.into())?.shape != out.shape {
-        return Ok(false);
-    }
-    let Some(floor) = model
-        .outlet_fact(relu.inputs[1 - succ_inlet.slot])?
-        .konst
-        .clone()
-    else {
-        return Ok(false);
-    };
-    let Ok(floor) = floor.cast_to::<f32>() else {
-        return Ok(false);
-    };
-    if !floor
-        .try_as_plain_ram()?
-        .as_slice::<f32>()?
-        .iter()
-        .all(|&v| v == 0.0)
-    {
-        return Ok(false);
-    }
+    let relu = model.node(relu_out.node);
     let (inputs, relu_id, name) = (node.inputs.clone(), relu.id, relu.name.clone());
     let mut patch = TypedModelPatch::new(format!("edge add-relu {name}"));
     let a = patch.tap_model(model, inputs[0])?;

@@ -34,6 +34,34 @@ pub fn add_relu_in_place(acc: &mut [f32], other: &[f32]) {
     add_relu_scalar(acc, other);
 }
 
+/// `x = x + bias[c]` over `[.., C, plane]` data, then `max(x, 0)` when `relu`: the bias
+/// (and ReLU) of a convolution whose matmul could not take them.
+pub fn bias_relu_in_place(data: &mut [f32], bias: &[f32], plane: usize, relu: bool) {
+    assert!(plane > 0 && !bias.is_empty() && data.len().is_multiple_of(plane * bias.len()));
+    let floor = if relu { 0.0 } else { f32::NEG_INFINITY };
+    for (i, chunk) in data.chunks_exact_mut(plane).enumerate() {
+        let b = bias[i % bias.len()];
+        let done = vector_part(chunk.len());
+        #[cfg(target_arch = "arm")]
+        if done > 0 && crate::kernels::depthwise::neon_detected() {
+            let args = [b, floor];
+            // SAFETY: `done` is a multiple of 16 within `chunk`.
+            unsafe { neon::bias_floor(chunk.as_mut_ptr(), &args, done / 16) };
+            bias_floor_scalar(&mut chunk[done..], b, floor);
+            continue;
+        }
+        let _ = done;
+        bias_floor_scalar(chunk, b, floor);
+    }
+}
+
+fn bias_floor_scalar(data: &mut [f32], bias: f32, floor: f32) {
+    for x in data {
+        let v = *x + bias;
+        *x = if v < floor { floor } else { v };
+    }
+}
+
 /// Elements handled 16 at a time by the vector loops.
 fn vector_part(len: usize) -> usize {
     len / 16 * 16
@@ -76,6 +104,39 @@ mod neon {
             dst = inout(reg) data => _,
             n = inout(reg) blocks => _,
             out("q0") _, out("q1") _, out("q2") _, out("q3") _, out("q8") _,
+            options(nostack),
+        );
+    }
+
+    /// `x = max(x + args[0], args[1])`.
+    ///
+    /// # Safety
+    /// `data` must be valid for `blocks * 16` floats.
+    pub unsafe fn bias_floor(data: *mut f32, args: &[f32; 2], blocks: usize) {
+        core::arch::asm!(
+            "vld1.32 {{d16}}, [{p}]",
+            "vdup.32 q9, d16[1]",
+            "vdup.32 q8, d16[0]",
+            "2:",
+            "vld1.32 {{d0-d3}}, [{src}]!",
+            "vld1.32 {{d4-d7}}, [{src}]!",
+            "vadd.f32 q0, q0, q8",
+            "vadd.f32 q1, q1, q8",
+            "vadd.f32 q2, q2, q8",
+            "vadd.f32 q3, q3, q8",
+            "vmax.f32 q0, q0, q9",
+            "vmax.f32 q1, q1, q9",
+            "vmax.f32 q2, q2, q9",
+            "vmax.f32 q3, q3, q9",
+            "vst1.32 {{d0-d3}}, [{dst}]!",
+            "vst1.32 {{d4-d7}}, [{dst}]!",
+            "subs {n}, {n}, #1",
+            "bgt 2b",
+            p = in(reg) args.as_ptr(),
+            src = inout(reg) data as *const f32 => _,
+            dst = inout(reg) data => _,
+            n = inout(reg) blocks => _,
+            out("q0") _, out("q1") _, out("q2") _, out("q3") _, out("q8") _, out("q9") _,
             options(nostack),
         );
     }
@@ -133,6 +194,30 @@ mod tests {
                 .map(|&x| if x < 0.0 { 0.0 } else { x })
                 .collect();
             assert_eq!(got, want, "length {n}");
+        }
+    }
+
+    #[test]
+    fn bias_relu_matches_the_definition_at_awkward_planes() {
+        for (channels, plane) in [(1, 1), (3, 5), (2, 16), (3, 17), (5, 49), (4, 33)] {
+            let bias: Vec<f32> = (0..channels).map(|c| c as f32 * 0.75 - 1.0).collect();
+            for relu in [false, true] {
+                let mut got = values(2 * channels * plane);
+                bias_relu_in_place(&mut got, &bias, plane, relu);
+                let want: Vec<f32> = values(2 * channels * plane)
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| {
+                        let v = x + bias[(i / plane) % channels];
+                        if relu {
+                            v.max(0.0)
+                        } else {
+                            v
+                        }
+                    })
+                    .collect();
+                assert_eq!(got, want, "{channels} channels of {plane}, relu {relu}");
+            }
         }
     }
 

@@ -5,4 +5,4 @@ pub mod depthwise;
 pub mod elementwise;
 
 pub use depthwise::{depthwise3x3, Depthwise3x3, DepthwiseImpl};
-pub use elementwise::{add_relu_in_place, relu_in_place};
+pub use elementwise::{add_relu_in_place, bias_relu_in_place, relu_in_place};
