@@ -58,6 +58,10 @@ fn host_logits(bytes: &[u8]) -> Vec<f32> {
 }
 
 fn armv7_logits(bin: &Path, model: &Path) -> (Vec<f32>, serde_json::Value) {
+    armv7_logits_with(bin, model, "tract")
+}
+
+fn armv7_logits_with(bin: &Path, model: &Path, engine: &str) -> (Vec<f32>, serde_json::Value) {
     let out = Command::new(workspace_root().join("ci/qemu-run"))
         .arg(bin)
         .arg("logits")
@@ -65,6 +69,8 @@ fn armv7_logits(bin: &Path, model: &Path) -> (Vec<f32>, serde_json::Value) {
         .arg(model)
         .arg("--seed")
         .arg(SEED.to_string())
+        .arg("--engine")
+        .arg(engine)
         .output()
         .unwrap();
     assert!(
@@ -155,4 +161,58 @@ fn nine_models_agree_between_host_and_armv7_under_qemu() {
         }
     }
     assert!(failures.is_empty(), "host/armv7 disagree: {failures:#?}");
+}
+
+/// Issue 7: on armv7 too (NEON kernels under QEMU), our engine's outputs stay within 1e-4
+/// relative of plain tract's for all nine models.
+#[test]
+fn edge_engine_matches_tract_on_armv7_for_nine_models() {
+    let bin = armv7_edge_run();
+    let dir = tempfile::tempdir().unwrap();
+    let jobs: Vec<(String, PathBuf)> = model_zoo::benchmark_models()
+        .iter()
+        .map(|m| {
+            let bytes = model_zoo::model_onnx_bytes(m, &Default::default()).unwrap();
+            let path = dir.path().join(format!("{}.onnx", m.name));
+            std::fs::write(&path, &bytes).unwrap();
+            (m.name.to_string(), path)
+        })
+        .collect();
+    let results: Vec<(String, Vec<f32>, Vec<f32>, serde_json::Value)> =
+        std::thread::scope(|scope| {
+            let chunks: Vec<_> = jobs
+                .chunks(jobs.len().div_ceil(2))
+                .map(|chunk| {
+                    let bin = &bin;
+                    scope.spawn(move || {
+                        chunk
+                            .iter()
+                            .map(|(name, path)| {
+                                let (tract, _) = armv7_logits_with(bin, path, "tract");
+                                let (edge, kernels) = armv7_logits_with(bin, path, "edge");
+                                (name.clone(), tract, edge, kernels)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            chunks.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        });
+    assert_eq!(results.len(), 9);
+    for (name, tract, edge, kernels) in &results {
+        assert_eq!(kernels["engine"], "edge", "{name}: {kernels}");
+        assert_eq!(kernels["neon"], true, "{name}: {kernels}");
+        assert_eq!(tract.len(), 1000, "{name}");
+        let scale = tract.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(scale > 0.0, "{name}: all-zero logits prove nothing");
+        let worst = tract
+            .iter()
+            .zip(edge)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst <= 1e-4 * scale,
+            "{name}: edge vs tract on armv7: max difference {worst}, 1e-4 of {scale} allowed"
+        );
+    }
 }
