@@ -51,6 +51,19 @@ fn armv7_edge_run() -> PathBuf {
     target_dir.join(TRIPLE).join("debug").join("edge-run")
 }
 
+/// Runs `f` over `jobs` on two threads (two QEMU runs at a time: the machine has two
+/// cores), results in job order.
+fn two_at_a_time<T: Sync, R: Send>(jobs: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    std::thread::scope(|scope| {
+        let f = &f;
+        let halves: Vec<_> = jobs
+            .chunks(jobs.len().div_ceil(2).max(1))
+            .map(|chunk| scope.spawn(move || chunk.iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        halves.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    })
+}
+
 fn host_logits(bytes: &[u8]) -> Vec<f32> {
     let (model, _) = EdgeModel::load_bytes(bytes, &RuntimeOptions::default()).unwrap();
     let input = deterministic_input(model.input_shape(), SEED);
@@ -108,26 +121,10 @@ fn nine_models_agree_between_host_and_armv7_under_qemu() {
             (m.name.to_string(), path, bytes)
         })
         .collect();
-    // Two QEMU runs at a time (the machine has two cores).
-    let results: Vec<(String, Vec<f32>, Vec<f32>, serde_json::Value)> =
-        std::thread::scope(|scope| {
-            let chunks: Vec<_> = jobs
-                .chunks(jobs.len().div_ceil(2))
-                .map(|chunk| {
-                    let bin = &bin;
-                    scope.spawn(move || {
-                        chunk
-                            .iter()
-                            .map(|(name, path, bytes)| {
-                                let (arm, kernels) = armv7_logits(bin, path);
-                                (name.clone(), host_logits(bytes), arm, kernels)
-                            })
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            chunks.into_iter().flat_map(|h| h.join().unwrap()).collect()
-        });
+    let results = two_at_a_time(&jobs, |(name, path, bytes)| {
+        let (arm, kernels) = armv7_logits(&bin, path);
+        (name.clone(), host_logits(bytes), arm, kernels)
+    });
     let mut failures = vec![];
     for (name, host, arm, kernels) in &results {
         assert_eq!(
@@ -178,26 +175,11 @@ fn edge_engine_matches_tract_on_armv7_for_nine_models() {
             (m.name.to_string(), path)
         })
         .collect();
-    let results: Vec<(String, Vec<f32>, Vec<f32>, serde_json::Value)> =
-        std::thread::scope(|scope| {
-            let chunks: Vec<_> = jobs
-                .chunks(jobs.len().div_ceil(2))
-                .map(|chunk| {
-                    let bin = &bin;
-                    scope.spawn(move || {
-                        chunk
-                            .iter()
-                            .map(|(name, path)| {
-                                let (tract, _) = armv7_logits_with(bin, path, "tract");
-                                let (edge, kernels) = armv7_logits_with(bin, path, "edge");
-                                (name.clone(), tract, edge, kernels)
-                            })
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            chunks.into_iter().flat_map(|h| h.join().unwrap()).collect()
-        });
+    let results = two_at_a_time(&jobs, |(name, path)| {
+        let (tract, _) = armv7_logits_with(&bin, path, "tract");
+        let (edge, kernels) = armv7_logits_with(&bin, path, "edge");
+        (name.clone(), tract, edge, kernels)
+    });
     assert_eq!(results.len(), 9);
     for (name, tract, edge, kernels) in &results {
         assert_eq!(kernels["engine"], "edge", "{name}: {kernels}");

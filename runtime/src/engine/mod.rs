@@ -121,47 +121,9 @@ fn fold_batchnorm_into_conv(model: &mut TypedModel, id: usize) -> TractResult<bo
     let Some(mut shift) = broadcast_per_channel(&bias, channels, 0)? else {
         return Ok(false);
     };
-    let out_shape = model.outlet_fact(id.into())?.shape.clone();
     let mut scale = vec![1f32; channels];
-    let mut tail = OutletId::new(id, 0);
-    let mut folded = 0;
-    while let [succ_inlet] = model.outlet_successors(tail) {
-        if model.outputs.contains(&tail) {
-            break;
-        }
-        let succ = model.node(succ_inlet.node);
-        let Some(bin) = succ.op_as::<TypedBinOp>() else {
-            break;
-        };
-        let succ_fact = model.outlet_fact(succ.id.into())?;
-        if succ_fact.shape != out_shape || succ_fact.datum_type != f32::datum_type() {
-            break;
-        }
-        let Some(konst) = model
-            .outlet_fact(succ.inputs[1 - succ_inlet.slot])?
-            .konst
-            .clone()
-        else {
-            break;
-        };
-        let Some(values) = broadcast_per_channel(&konst, channels, 2)? else {
-            break;
-        };
-        if bin.0.is::<Mul>() {
-            for ((sc, sh), v) in scale.iter_mut().zip(&mut shift).zip(&values) {
-                *sc *= v;
-                *sh *= v;
-            }
-        } else if bin.0.is::<Add>() {
-            shift.iter_mut().zip(&values).for_each(|(s, v)| *s += v);
-        } else if bin.0.is::<Sub>() && succ_inlet.slot == 0 {
-            shift.iter_mut().zip(&values).for_each(|(s, v)| *s -= v);
-        } else {
-            break;
-        }
-        folded += 1;
-        tail = OutletId::new(succ.id, 0);
-    }
+    let (tail, folded, _) =
+        affine_chain(model, OutletId::new(id, 0), &mut scale, &mut shift, false)?;
     if folded == 0 {
         return Ok(false);
     }
@@ -500,23 +462,31 @@ fn broadcast_per_channel(
     Ok(per_channel.then_some(values))
 }
 
-fn plan_depthwise(model: &TypedModel, id: usize) -> TractResult<Option<DepthwisePlan>> {
-    let node = model.node(id);
-    let Some((stride, weights, conv_bias)) = depthwise_conv_params(model, node)? else {
-        return Ok(None);
-    };
-    let channels = conv_bias.len();
-    let out_shape = model.outlet_fact(node.id.into())?.shape.clone();
-    // y = scale * (w . x) + shift, accumulated over the fused nodes.
-    let mut scale = vec![1f32; channels];
-    let mut shift = conv_bias;
-    let mut relu = false;
+/// What follows a convolution's output, one node at a time, in [`affine_chain`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ChainStep {
+    /// A per-channel Mul/Add/Sub by a constant, folded into `scale`/`shift`.
+    Affine,
+    /// `Max(x, 0)`.
+    Relu,
+}
+
+/// Walks the per-channel `Mul`/`Add`/`Sub` constants (declutter's form of a BatchNorm)
+/// that follow `start`, each the only consumer of the previous output, accumulating
+/// `y = scale * x + shift`; with `take_relu` a final `Max(x, 0)` is taken too. Returns
+/// the last outlet taken, how many affine nodes, and whether a ReLU ended the chain.
+fn affine_chain(
+    model: &TypedModel,
+    start: OutletId,
+    scale: &mut [f32],
+    shift: &mut [f32],
+    take_relu: bool,
+) -> TractResult<(OutletId, usize, bool)> {
+    let channels = scale.len();
+    let out_shape = model.outlet_fact(start)?.shape.clone();
+    let mut tail = start;
     let mut affine_nodes = 0;
-    let mut tail = OutletId::new(id, 0);
-    while !relu {
-        let [succ_inlet] = model.outlet_successors(tail) else {
-            break;
-        };
+    while let [succ_inlet] = model.outlet_successors(tail) {
         if model.outputs.contains(&tail) {
             break;
         }
@@ -524,35 +494,58 @@ fn plan_depthwise(model: &TypedModel, id: usize) -> TractResult<Option<Depthwise
         let Some(bin) = succ.op_as::<TypedBinOp>() else {
             break;
         };
-        let other = succ.inputs[1 - succ_inlet.slot];
         let succ_fact = model.outlet_fact(succ.id.into())?;
         if succ_fact.shape != out_shape || succ_fact.datum_type != f32::datum_type() {
             break;
         }
-        let Some(konst) = model.outlet_fact(other)?.konst.clone() else {
+        let Some(konst) = model
+            .outlet_fact(succ.inputs[1 - succ_inlet.slot])?
+            .konst
+            .clone()
+        else {
             break;
         };
         // The operand broadcasts against NCHW: its channel axis is third from the end.
         let Some(values) = broadcast_per_channel(&konst, channels, 2)? else {
             break;
         };
-        if bin.0.is::<Mul>() {
-            for ((sc, sh), v) in scale.iter_mut().zip(&mut shift).zip(&values) {
+        let step = if bin.0.is::<Mul>() {
+            for ((sc, sh), v) in scale.iter_mut().zip(shift.iter_mut()).zip(&values) {
                 *sc *= v;
                 *sh *= v;
             }
+            ChainStep::Affine
         } else if bin.0.is::<Add>() {
             shift.iter_mut().zip(&values).for_each(|(s, v)| *s += v);
+            ChainStep::Affine
         } else if bin.0.is::<Sub>() && succ_inlet.slot == 0 {
             shift.iter_mut().zip(&values).for_each(|(s, v)| *s -= v);
-        } else if bin.0.is::<Max>() && values.iter().all(|&v| v == 0.0) {
-            relu = true;
+            ChainStep::Affine
+        } else if take_relu && bin.0.is::<Max>() && values.iter().all(|&v| v == 0.0) {
+            ChainStep::Relu
         } else {
             break;
-        }
-        affine_nodes += !relu as usize;
+        };
         tail = OutletId::new(succ.id, 0);
+        if step == ChainStep::Relu {
+            return Ok((tail, affine_nodes, true));
+        }
+        affine_nodes += 1;
     }
+    Ok((tail, affine_nodes, false))
+}
+
+fn plan_depthwise(model: &TypedModel, id: usize) -> TractResult<Option<DepthwisePlan>> {
+    let node = model.node(id);
+    let Some((stride, weights, conv_bias)) = depthwise_conv_params(model, node)? else {
+        return Ok(None);
+    };
+    let channels = conv_bias.len();
+    // y = scale * (w . x) + shift, accumulated over the fused nodes.
+    let mut scale = vec![1f32; channels];
+    let mut shift = conv_bias;
+    let (tail, affine_nodes, relu) =
+        affine_chain(model, OutletId::new(id, 0), &mut scale, &mut shift, true)?;
     let weights: Vec<f32> = weights
         .chunks_exact(9)
         .zip(&scale)
