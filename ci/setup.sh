@@ -26,6 +26,14 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/target/peers-venv"
 if ! "$venv/bin/python" -c "import onnxruntime, numpy" >/dev/null 2>&1; then
   echo "ci/setup.sh: creating $venv with onnxruntime and numpy"
+  # Debian's own python3 needs python3-venv for ensurepip.
+  if ! python3 -c "import venv, ensurepip" >/dev/null 2>&1; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+  fi
+  rm -rf "$venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check onnxruntime numpy
 fi
