@@ -102,6 +102,7 @@ fn unfolded_batchnorm_and_relu_fold_into_depthwise() {
             conv_batchnorm_folded: 0,
             add_relu: 0,
             grouped_pointwise: 0,
+            average_pool: 0,
         }
     );
 }
@@ -118,6 +119,7 @@ fn folded_batchnorm_as_conv_bias() {
             conv_batchnorm_folded: 0,
             add_relu: 0,
             grouped_pointwise: 0,
+            average_pool: 0,
         }
     );
 }
@@ -156,6 +158,7 @@ fn depthwise_output_with_two_consumers_keeps_them_outside() {
             conv_batchnorm_folded: 0,
             add_relu: 1,
             grouped_pointwise: 0,
+            average_pool: 0,
         }
     );
 }
@@ -184,6 +187,7 @@ fn batchnorm_after_grouped_pointwise_conv_folds_into_it() {
             conv_batchnorm_folded: 2,
             add_relu: 1,
             grouped_pointwise: 2,
+            average_pool: 0,
         }
     );
 }

@@ -36,6 +36,8 @@ pub struct RewriteSummary {
     pub add_relu: usize,
     /// Grouped 1x1 convolutions now a batched matmul (no im2col copy).
     pub grouped_pointwise: usize,
+    /// 3x3 average pools (padding 1 counted, ShuffleNet's shortcut) on the depthwise kernel.
+    pub average_pool: usize,
 }
 
 /// Rewrites a decluttered typed model so that the layers we own run on our kernels.
@@ -66,6 +68,12 @@ pub fn rewrite(mut model: TypedModel) -> TractResult<(TypedModel, RewriteSummary
     }
     model.compact()?;
     for id in model.eval_order()? {
+        if average_pool_as_depthwise(&mut model, id)? {
+            summary.average_pool += 1;
+        }
+    }
+    model.compact()?;
+    for id in model.eval_order()? {
         if fold_batchnorm_into_conv(&mut model, id)? {
             summary.conv_batchnorm_folded += 1;
         }
@@ -84,6 +92,64 @@ pub fn rewrite(mut model: TypedModel) -> TractResult<(TypedModel, RewriteSummary
     }
     model.compact()?;
     Ok((model, summary))
+}
+
+/// A 3x3 average pool with padding 1 that counts the padding (ONNX `count_include_pad=1`,
+/// ShuffleNet's stride-2 shortcut) is a depthwise convolution with every weight 1/9, so it
+/// runs on [`EdgeDepthwise3x3`] instead of tract's scalar pooling loop.
+fn average_pool_as_depthwise(model: &mut TypedModel, id: usize) -> TractResult<bool> {
+    use tract_onnx::tract_core::ops::cnn::SumPool;
+    let node = model.node(id);
+    let Some(pool) = node.op_as::<SumPool>() else {
+        return Ok(false);
+    };
+    let spec = &pool.pool_spec;
+    let padded_by_one = match &spec.padding {
+        PaddingSpec::Explicit(before, after)
+        | PaddingSpec::ExplicitOnnxPool(before, after, false) => {
+            before.iter().chain(after.iter()).all(|&p| p == 1)
+        }
+        _ => false,
+    };
+    let stride = spec.stride(0);
+    let rank = match spec.data_format {
+        DataFormat::NCHW => 4,
+        DataFormat::CHW => 3,
+        _ => return Ok(false),
+    };
+    let input = model.outlet_fact(node.inputs[0])?;
+    let channels = input.shape.get(rank - 3).and_then(|d| d.to_usize().ok());
+    if !pool.count_include_pad
+        || !pool.normalize
+        || *spec.kernel_shape != [3, 3]
+        || spec.dilations().iter().any(|&d| d != 1)
+        || spec.stride(1) != stride
+        || !(stride == 1 || stride == 2)
+        || !padded_by_one
+        || input.datum_type != f32::datum_type()
+        || input.rank() != rank
+    {
+        return Ok(false);
+    }
+    let Some(channels) = channels.filter(|&c| c > 0) else {
+        return Ok(false);
+    };
+    let op = EdgeDepthwise3x3 {
+        stride,
+        relu: false,
+        weights: tensor1(&vec![1.0f32 / 9.0; channels * 9])
+            .into_shape(&[channels, 9])?
+            .into_arc_tensor(),
+        bias: tensor1(&vec![0f32; channels]).into_arc_tensor(),
+    };
+    let name = node.name.clone();
+    let data = node.inputs[0];
+    let mut patch = TypedModelPatch::new(format!("edge average pool {name}"));
+    let tapped = patch.tap_model(model, data)?;
+    let wire = patch.wire_node(format!("{name}.edge_avg3x3"), op, &[tapped])?[0];
+    patch.shunt_outside(model, OutletId::new(id, 0), wire)?;
+    patch.apply(model)?;
+    Ok(true)
 }
 
 /// Folds the per-channel `Mul`/`Add`/`Sub` chain that declutter leaves for a BatchNorm
