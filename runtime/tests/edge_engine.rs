@@ -103,6 +103,7 @@ fn unfolded_batchnorm_and_relu_fold_into_depthwise() {
             add_relu: 0,
             grouped_pointwise: 0,
             average_pool: 0,
+            max_pool: 0,
         }
     );
 }
@@ -120,6 +121,7 @@ fn folded_batchnorm_as_conv_bias() {
             add_relu: 0,
             grouped_pointwise: 0,
             average_pool: 0,
+            max_pool: 0,
         }
     );
 }
@@ -159,6 +161,7 @@ fn depthwise_output_with_two_consumers_keeps_them_outside() {
             add_relu: 1,
             grouped_pointwise: 0,
             average_pool: 0,
+            max_pool: 0,
         }
     );
 }
@@ -188,6 +191,7 @@ fn batchnorm_after_grouped_pointwise_conv_folds_into_it() {
             add_relu: 1,
             grouped_pointwise: 2,
             average_pool: 0,
+            max_pool: 0,
         }
     );
 }

@@ -10,9 +10,11 @@
 
 pub mod depthwise;
 pub mod elementwise;
+pub mod maxpool;
 
 pub use depthwise::EdgeDepthwise3x3;
 pub use elementwise::{EdgeAddRelu, EdgeBiasRelu, EdgeRelu};
+pub use maxpool::EdgeMaxPool3x3;
 
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::{OptBinByScalar, TypedBinOp};
@@ -38,6 +40,8 @@ pub struct RewriteSummary {
     pub grouped_pointwise: usize,
     /// 3x3 average pools (padding 1 counted, ShuffleNet's shortcut) on the depthwise kernel.
     pub average_pool: usize,
+    /// 3x3 stride-2 max pools (ShuffleNet's stem) on [`EdgeMaxPool3x3`].
+    pub max_pool: usize,
 }
 
 /// Rewrites a decluttered typed model so that the layers we own run on our kernels.
@@ -71,6 +75,9 @@ pub fn rewrite(mut model: TypedModel) -> TractResult<(TypedModel, RewriteSummary
         if average_pool_as_depthwise(&mut model, id)? {
             summary.average_pool += 1;
         }
+        if max_pool_3x3(&mut model, id)? {
+            summary.max_pool += 1;
+        }
     }
     model.compact()?;
     for id in model.eval_order()? {
@@ -94,6 +101,58 @@ pub fn rewrite(mut model: TypedModel) -> TractResult<(TypedModel, RewriteSummary
     Ok((model, summary))
 }
 
+/// Padding 1 on every side, as explicit ONNX pads without ceil mode.
+fn padded_by_one(padding: &PaddingSpec) -> bool {
+    match padding {
+        PaddingSpec::Explicit(before, after)
+        | PaddingSpec::ExplicitOnnxPool(before, after, false) => {
+            before.iter().chain(after.iter()).all(|&p| p == 1)
+        }
+        _ => false,
+    }
+}
+
+/// A 3x3 stride-2 max pool with padding 1 (ShuffleNet's stem) on [`EdgeMaxPool3x3`]:
+/// tract's pooling loop is scalar on armv7.
+fn max_pool_3x3(model: &mut TypedModel, id: usize) -> TractResult<bool> {
+    use tract_onnx::tract_core::ops::cnn::MaxPool;
+    let node = model.node(id);
+    let Some(pool) = node.op_as::<MaxPool>() else {
+        return Ok(false);
+    };
+    let spec = &pool.pool_spec;
+    let rank = match spec.data_format {
+        DataFormat::NCHW => 4,
+        DataFormat::CHW => 3,
+        _ => return Ok(false),
+    };
+    let input = model.outlet_fact(node.inputs[0])?;
+    if pool.with_index_outputs.is_some()
+        || node.outputs.len() != 1
+        || *spec.kernel_shape != [3, 3]
+        || spec.dilations().iter().any(|&d| d != 1)
+        || spec.stride(0) != 2
+        || spec.stride(1) != 2
+        || !padded_by_one(&spec.padding)
+        || input.datum_type != f32::datum_type()
+        || input.rank() != rank
+    {
+        return Ok(false);
+    }
+    let name = node.name.clone();
+    let data = node.inputs[0];
+    let mut patch = TypedModelPatch::new(format!("edge max pool {name}"));
+    let tapped = patch.tap_model(model, data)?;
+    let wire = patch.wire_node(
+        format!("{name}.edge_max3x3"),
+        EdgeMaxPool3x3 { stride: 2 },
+        &[tapped],
+    )?[0];
+    patch.shunt_outside(model, OutletId::new(id, 0), wire)?;
+    patch.apply(model)?;
+    Ok(true)
+}
+
 /// A 3x3 average pool with padding 1 that counts the padding (ONNX `count_include_pad=1`,
 /// ShuffleNet's stride-2 shortcut) is a depthwise convolution with every weight 1/9, so it
 /// runs on [`EdgeDepthwise3x3`] instead of tract's scalar pooling loop.
@@ -104,13 +163,6 @@ fn average_pool_as_depthwise(model: &mut TypedModel, id: usize) -> TractResult<b
         return Ok(false);
     };
     let spec = &pool.pool_spec;
-    let padded_by_one = match &spec.padding {
-        PaddingSpec::Explicit(before, after)
-        | PaddingSpec::ExplicitOnnxPool(before, after, false) => {
-            before.iter().chain(after.iter()).all(|&p| p == 1)
-        }
-        _ => false,
-    };
     let stride = spec.stride(0);
     let rank = match spec.data_format {
         DataFormat::NCHW => 4,
@@ -125,7 +177,7 @@ fn average_pool_as_depthwise(model: &mut TypedModel, id: usize) -> TractResult<b
         || spec.dilations().iter().any(|&d| d != 1)
         || spec.stride(1) != stride
         || !(stride == 1 || stride == 2)
-        || !padded_by_one
+        || !padded_by_one(&spec.padding)
         || input.datum_type != f32::datum_type()
         || input.rank() != rank
     {
