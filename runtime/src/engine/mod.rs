@@ -224,10 +224,7 @@ fn fold_batchnorm_into_conv(model: &mut TypedModel, id: usize) -> TractResult<bo
     {
         return Ok(false);
     }
-    let (Some(kernel), Some(bias)) = (
-        model.outlet_fact(node.inputs[1])?.konst.clone(),
-        model.outlet_fact(node.inputs[2])?.konst.clone(),
-    ) else {
+    let Some((kernel, bias)) = conv_constants(model, node)? else {
         return Ok(false);
     };
     if kernel.datum_type() != f32::datum_type()
@@ -305,10 +302,7 @@ fn grouped_pointwise_as_batched_matmul(model: &mut TypedModel, id: usize) -> Tra
     if x.datum_type != f32::datum_type() || x.rank() != rank {
         return Ok(false);
     }
-    let (Some(kernel), Some(bias)) = (
-        model.outlet_fact(node.inputs[1])?.konst.clone(),
-        model.outlet_fact(node.inputs[2])?.konst.clone(),
-    ) else {
+    let Some((kernel, bias)) = conv_constants(model, node)? else {
         return Ok(false);
     };
     if kernel.datum_type() != f32::datum_type() || kernel.shape() != [c_out, c_in / groups, 1, 1] {
@@ -385,22 +379,38 @@ fn relu_successor(model: &TypedModel, outlet: OutletId) -> TractResult<Option<Ou
     {
         return Ok(None);
     }
-    let Some(floor) = model
-        .outlet_fact(succ.inputs[1 - succ_inlet.slot])?
-        .konst
-        .clone()
-    else {
-        return Ok(None);
+    let zero = is_zero_constant(model, succ.inputs[1 - succ_inlet.slot])?;
+    Ok(zero.then(|| OutletId::new(succ.id, 0)))
+}
+
+/// Whether `outlet` is a constant whose values are all 0 (the floor of a ReLU).
+fn is_zero_constant(model: &TypedModel, outlet: OutletId) -> TractResult<bool> {
+    let Some(konst) = model.outlet_fact(outlet)?.konst.clone() else {
+        return Ok(false);
     };
-    let Ok(floor) = floor.cast_to::<f32>() else {
-        return Ok(None);
+    let Ok(values) = konst.cast_to::<f32>() else {
+        return Ok(false);
     };
-    let zero = floor
+    Ok(values
         .try_as_plain_ram()?
         .as_slice::<f32>()?
         .iter()
-        .all(|&v| v == 0.0);
-    Ok(zero.then(|| OutletId::new(succ.id, 0)))
+        .all(|&v| v == 0.0))
+}
+
+/// The constant kernel and bias of a convolution node (inputs 1 and 2), if both are.
+fn conv_constants(
+    model: &TypedModel,
+    node: &TypedNode,
+) -> TractResult<Option<(Arc<Tensor>, Arc<Tensor>)>> {
+    if node.inputs.len() != 3 {
+        return Ok(None);
+    }
+    Ok(model
+        .outlet_fact(node.inputs[1])?
+        .konst
+        .clone()
+        .zip(model.outlet_fact(node.inputs[2])?.konst.clone()))
 }
 
 /// `Max(Add(a, b), 0)` on two f32 tensors of the same shape, the Add used only by the Max:
@@ -460,18 +470,7 @@ pub fn rewrite_optimised(mut model: TypedModel) -> TractResult<(TypedModel, usiz
         if input.datum_type != f32::datum_type() || output.shape != input.shape {
             continue;
         }
-        let Some(floor) = model.outlet_fact(node.inputs[1])?.konst.clone() else {
-            continue;
-        };
-        let Ok(floor) = floor.cast_to::<f32>() else {
-            continue;
-        };
-        if !floor
-            .try_as_plain_ram()?
-            .as_slice::<f32>()?
-            .iter()
-            .all(|&v| v == 0.0)
-        {
+        if !is_zero_constant(&model, node.inputs[1])? {
             continue;
         }
         let mut patch = TypedModelPatch::new(format!("edge relu {}", node.name));
@@ -538,10 +537,7 @@ fn depthwise_conv_params(
     {
         return Ok(None);
     }
-    let (Some(kernel), Some(bias)) = (
-        model.outlet_fact(node.inputs[1])?.konst.clone(),
-        model.outlet_fact(node.inputs[2])?.konst.clone(),
-    ) else {
+    let Some((kernel, bias)) = conv_constants(model, node)? else {
         return Ok(None);
     };
     if kernel.datum_type() != f32::datum_type() || kernel.shape() != [channels, 1, 3, 3] {
