@@ -4,7 +4,9 @@
 mod edge_engine_support;
 
 use edge_engine_support::{pattern, GraphBuilder};
-use edge_runtime::engine::{rewrite, EdgeDepthwise3x3, RewriteSummary};
+use edge_runtime::engine::{
+    rewrite_with, EdgeConv3x3s2, EdgeDepthwise3x3, EdgePointwise, RewriteOptions, RewriteSummary,
+};
 use tract_onnx::prelude::*;
 
 fn decluttered(bytes: &[u8]) -> TypedModel {
@@ -34,22 +36,48 @@ fn run(model: TypedModel, input: &Tensor) -> Vec<f32> {
         .to_vec()
 }
 
-/// Runs plain tract and the edge rewrite, checks agreement, returns the rewrite summary.
+/// Depthwise, pools and fusions only: 1x1 and first-layer convolutions stay tract's (the
+/// default off NEON), so the summaries are the same on every CPU.
+const TRACT_GEMMS: RewriteOptions = RewriteOptions {
+    pointwise: false,
+    conv3x3_stride2: false,
+};
+
+/// Every kernel of ours, on any CPU (the scalar tiles off NEON).
+const ALL_KERNELS: RewriteOptions = RewriteOptions {
+    pointwise: true,
+    conv3x3_stride2: true,
+};
+
+/// [`compare_with`] using tract's GEMMs.
 fn compare(bytes: &[u8], input_shape: &[usize]) -> RewriteSummary {
+    compare_with(bytes, input_shape, TRACT_GEMMS)
+}
+
+/// Runs plain tract and the edge rewrite, checks agreement, returns the rewrite summary.
+fn compare_with(bytes: &[u8], input_shape: &[usize], options: RewriteOptions) -> RewriteSummary {
     let model = decluttered(bytes);
     let data = pattern(input_shape.iter().product(), 42, 1.0);
     let input = Tensor::from_shape(input_shape, &data).unwrap();
     let expected = run(model.clone(), &input);
-    let (edge, summary) = rewrite(model).expect("rewrite");
+    let (edge, summary) = rewrite_with(model, options).expect("rewrite");
     let optimised = edge.clone().into_optimized().unwrap();
-    let ours = optimised
-        .nodes()
-        .iter()
-        .filter(|n| n.op_is::<EdgeDepthwise3x3>())
-        .count();
+    let count =
+        |is_ours: fn(&TypedNode) -> bool| optimised.nodes().iter().filter(|n| is_ours(n)).count();
     assert_eq!(
-        ours, summary.depthwise,
+        count(|n| n.op_is::<EdgeDepthwise3x3>()),
+        summary.depthwise,
         "EdgeDepthwise3x3 nodes after into_optimized"
+    );
+    assert_eq!(
+        count(|n| n.op_is::<EdgePointwise>()),
+        summary.pointwise,
+        "EdgePointwise nodes after into_optimized"
+    );
+    assert_eq!(
+        count(|n| n.op_is::<EdgeConv3x3s2>()),
+        summary.conv3x3_stride2,
+        "EdgeConv3x3s2 nodes after into_optimized"
     );
     let got = run(edge, &input);
     assert_eq!(got.len(), expected.len());
@@ -104,6 +132,7 @@ fn unfolded_batchnorm_and_relu_fold_into_depthwise() {
             grouped_pointwise: 0,
             average_pool: 0,
             max_pool: 0,
+            ..RewriteSummary::default()
         }
     );
 }
@@ -122,6 +151,7 @@ fn folded_batchnorm_as_conv_bias() {
             grouped_pointwise: 0,
             average_pool: 0,
             max_pool: 0,
+            ..RewriteSummary::default()
         }
     );
 }
@@ -162,6 +192,7 @@ fn depthwise_output_with_two_consumers_keeps_them_outside() {
             grouped_pointwise: 0,
             average_pool: 0,
             max_pool: 0,
+            ..RewriteSummary::default()
         }
     );
 }
@@ -192,6 +223,7 @@ fn batchnorm_after_grouped_pointwise_conv_folds_into_it() {
             grouped_pointwise: 2,
             average_pool: 0,
             max_pool: 0,
+            ..RewriteSummary::default()
         }
     );
 }
@@ -204,4 +236,63 @@ fn regular_convolutions_are_left_to_tract() {
     let x = g.conv(&x, 8, 8, 1, 1, 8, true); // depthwise but 1x1
     let bytes = g.build("input", &[1, 4, 6, 6], &x);
     assert_eq!(compare(&bytes, &[1, 4, 6, 6]), RewriteSummary::default());
+}
+
+/// With our GEMMs: the stem on EdgeConv3x3s2 and every 1x1 convolution (tract's `EinSum`
+/// after declutter) on EdgePointwise, BatchNorm and ReLU folded in, unfolded or not.
+#[test]
+fn stem_and_pointwise_convolutions_run_on_our_gemms() {
+    for (fold_bn, size) in [(false, 31), (true, 29), (false, 9)] {
+        let summary = compare_with(
+            &mobilenet_like(fold_bn, size),
+            &[1, 3, size, size],
+            ALL_KERNELS,
+        );
+        assert_eq!(summary.depthwise, 5, "fold {fold_bn} size {size}");
+        assert_eq!(summary.pointwise, 5, "fold {fold_bn} size {size}");
+        assert_eq!(summary.conv3x3_stride2, 1, "fold {fold_bn} size {size}");
+    }
+}
+
+#[test]
+fn grouped_pointwise_convolutions_run_on_our_gemm() {
+    let mut g = GraphBuilder::new(11);
+    let x = g.conv("input", 6, 9, 1, 1, 3, false);
+    let x = g.batch_norm(&x, 9);
+    let x = g.relu(&x);
+    let y = g.conv(&x, 9, 9, 1, 1, 3, false);
+    let y = g.batch_norm(&y, 9);
+    let y = g.add(&y, &x);
+    let y = g.relu(&y);
+    let bytes = g.build("input", &[1, 6, 7, 5], &y);
+    let summary = compare_with(&bytes, &[1, 6, 7, 5], ALL_KERNELS);
+    assert_eq!(
+        summary,
+        RewriteSummary {
+            conv_batchnorm_folded: 2,
+            add_relu: 1,
+            pointwise: 2,
+            ..RewriteSummary::default()
+        }
+    );
+}
+
+#[test]
+fn convolutions_outside_our_kernels_stay_with_tract() {
+    let mut g = GraphBuilder::new(5);
+    // 3x3 stride 1.
+    let x = g.conv("input", 4, 8, 3, 1, 1, false);
+    // Grouped 3x3 stride 2.
+    let x = g.conv(&x, 8, 8, 3, 2, 2, false);
+    // 1x1 stride 2: tract's declutter makes it a subsampling then a stride-1 `EinSum`,
+    // which is ours again.
+    let x = g.conv(&x, 8, 6, 1, 2, 1, true);
+    let bytes = g.build("input", &[1, 4, 10, 10], &x);
+    assert_eq!(
+        compare_with(&bytes, &[1, 4, 10, 10], ALL_KERNELS),
+        RewriteSummary {
+            pointwise: 1,
+            ..RewriteSummary::default()
+        }
+    );
 }

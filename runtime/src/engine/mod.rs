@@ -11,10 +11,14 @@
 pub mod depthwise;
 pub mod elementwise;
 pub mod maxpool;
+pub mod pointwise;
 
 pub use depthwise::EdgeDepthwise3x3;
 pub use elementwise::{EdgeAddRelu, EdgeBiasRelu, EdgeRelu};
 pub use maxpool::EdgeMaxPool3x3;
+pub use pointwise::{EdgeConv3x3s2, EdgePointwise};
+
+use crate::kernels::{Conv3x3s2Impl, PackedConv3x3s2, PackedPointwise, PointwiseImpl};
 
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::{OptBinByScalar, TypedBinOp};
@@ -42,6 +46,30 @@ pub struct RewriteSummary {
     pub average_pool: usize,
     /// 3x3 stride-2 max pools (ShuffleNet's stem) on [`EdgeMaxPool3x3`].
     pub max_pool: usize,
+    /// 1x1 convolutions (plain or grouped) on [`EdgePointwise`], bias and ReLU fused.
+    pub pointwise: usize,
+    /// 3x3 stride-2 convolutions (the first layer) on [`EdgeConv3x3s2`].
+    pub conv3x3_stride2: usize,
+}
+
+/// Which of our kernels [`rewrite_with`] may use where tract has its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RewriteOptions {
+    /// 1x1 convolutions on [`EdgePointwise`]. By default only where it has a vector path
+    /// (armv7 NEON); elsewhere tract's packed matmul kernels are faster than our scalar
+    /// tile, and grouped 1x1 convolutions become a batched matmul instead.
+    pub pointwise: bool,
+    /// 3x3 stride-2 convolutions on [`EdgeConv3x3s2`]; likewise only with a vector path.
+    pub conv3x3_stride2: bool,
+}
+
+impl Default for RewriteOptions {
+    fn default() -> Self {
+        RewriteOptions {
+            pointwise: PointwiseImpl::best() != PointwiseImpl::Scalar,
+            conv3x3_stride2: Conv3x3s2Impl::best() != Conv3x3s2Impl::Scalar,
+        }
+    }
 }
 
 /// Rewrites a decluttered typed model so that the layers we own run on our kernels.
@@ -51,7 +79,15 @@ pub fn apply(model: TypedModel) -> TractResult<TypedModel> {
 }
 
 /// [`apply`], also saying what was replaced.
-pub fn rewrite(mut model: TypedModel) -> TractResult<(TypedModel, RewriteSummary)> {
+pub fn rewrite(model: TypedModel) -> TractResult<(TypedModel, RewriteSummary)> {
+    rewrite_with(model, RewriteOptions::default())
+}
+
+/// [`rewrite`] with chosen kernels (tests force the pointwise kernel on any CPU).
+pub fn rewrite_with(
+    mut model: TypedModel,
+    options: RewriteOptions,
+) -> TractResult<(TypedModel, RewriteSummary)> {
     let mut summary = RewriteSummary::default();
     // Patches only add nodes and reroute consumers, so the ids taken here stay valid;
     // nodes left without consumers are dropped by `compact`.
@@ -87,8 +123,15 @@ pub fn rewrite(mut model: TypedModel) -> TractResult<(TypedModel, RewriteSummary
     }
     model.compact()?;
     for id in model.eval_order()? {
-        if grouped_pointwise_as_batched_matmul(&mut model, id)? {
+        if options.pointwise {
+            if pointwise_conv(&mut model, id)? || pointwise_einsum(&mut model, id)? {
+                summary.pointwise += 1;
+            }
+        } else if grouped_pointwise_as_batched_matmul(&mut model, id)? {
             summary.grouped_pointwise += 1;
+        }
+        if options.conv3x3_stride2 && conv3x3_stride2(&mut model, id)? {
+            summary.conv3x3_stride2 += 1;
         }
     }
     model.compact()?;
@@ -358,6 +401,209 @@ fn grouped_pointwise_as_batched_matmul(model: &mut TypedModel, id: usize) -> Tra
     };
     let wire = patch.wire_node(format!("{name}.edge_bias"), op, &[merged])?[0];
     patch.shunt_outside(model, relu.unwrap_or(conv_out), wire)?;
+    patch.apply(model)?;
+    Ok(true)
+}
+
+/// A 1x1 convolution (stride 1, no padding, plain or grouped, constant weights) on
+/// [`EdgePointwise`], with the ReLU that directly follows fused. Its BatchNorm was folded
+/// into the weights by [`fold_batchnorm_into_conv`] before.
+fn pointwise_conv(model: &mut TypedModel, id: usize) -> TractResult<bool> {
+    let node = model.node(id);
+    let Some(conv) = node.op_as::<Conv>() else {
+        return Ok(false);
+    };
+    let spec = &conv.pool_spec;
+    let (groups, c_in, c_out) = (conv.group, spec.input_channels, spec.output_channels);
+    let unpadded = (0..2).all(|d| spec.padding.valid_dim(d, true));
+    if groups == 0
+        || c_in % groups != 0
+        || c_out % groups != 0
+        || c_out == 0
+        || conv.q_params.is_some()
+        || conv.kernel_fmt != KernelFormat::OIHW
+        || *spec.kernel_shape != [1, 1]
+        || spec.stride(0) != 1
+        || spec.stride(1) != 1
+        || !unpadded
+        || node.inputs.len() != 3
+    {
+        return Ok(false);
+    }
+    let rank = match spec.data_format {
+        DataFormat::NCHW => 4,
+        DataFormat::CHW => 3,
+        _ => return Ok(false),
+    };
+    let x = model.outlet_fact(node.inputs[0])?;
+    if x.datum_type != f32::datum_type()
+        || x.rank() != rank
+        || x.shape[rank - 3].to_usize().ok() != Some(c_in)
+    {
+        return Ok(false);
+    }
+    let Some((kernel, bias)) = conv_constants(model, node)? else {
+        return Ok(false);
+    };
+    if kernel.datum_type() != f32::datum_type() || kernel.shape() != [c_out, c_in / groups, 1, 1] {
+        return Ok(false);
+    }
+    let Some(bias) = broadcast_per_channel(&bias, c_out, 0)? else {
+        return Ok(false);
+    };
+    let conv_out = OutletId::new(id, 0);
+    let relu = relu_successor(model, conv_out)?;
+    let kernel = PackedPointwise::new(
+        kernel.try_as_plain_ram()?.as_slice::<f32>()?,
+        &bias,
+        groups,
+        c_out / groups,
+        c_in / groups,
+        relu.is_some(),
+    );
+    let name = node.name.clone();
+    let data = node.inputs[0];
+    let mut patch = TypedModelPatch::new(format!("edge pointwise {name}"));
+    let input = patch.tap_model(model, data)?;
+    let op = EdgePointwise {
+        kernel: Arc::new(kernel),
+    };
+    let wire = patch.wire_node(format!("{name}.edge_pointwise"), op, &[input])?[0];
+    patch.shunt_outside(model, relu.unwrap_or(conv_out), wire)?;
+    patch.apply(model)?;
+    Ok(true)
+}
+
+/// A 3x3 stride-2 convolution with padding 1 (group 1, constant weights; the first layer)
+/// on [`EdgeConv3x3s2`], with the ReLU that directly follows fused.
+fn conv3x3_stride2(model: &mut TypedModel, id: usize) -> TractResult<bool> {
+    let node = model.node(id);
+    let Some(conv) = node.op_as::<Conv>() else {
+        return Ok(false);
+    };
+    let spec = &conv.pool_spec;
+    let (c_in, c_out) = (spec.input_channels, spec.output_channels);
+    if conv.group != 1
+        || c_in == 0
+        || c_out == 0
+        || conv.q_params.is_some()
+        || conv.kernel_fmt != KernelFormat::OIHW
+        || *spec.kernel_shape != [3, 3]
+        || spec.dilations().iter().any(|&d| d != 1)
+        || spec.stride(0) != 2
+        || spec.stride(1) != 2
+        || !padded_by_one(&spec.padding)
+        || node.inputs.len() != 3
+    {
+        return Ok(false);
+    }
+    let rank = match spec.data_format {
+        DataFormat::NCHW => 4,
+        DataFormat::CHW => 3,
+        _ => return Ok(false),
+    };
+    let x = model.outlet_fact(node.inputs[0])?;
+    if x.datum_type != f32::datum_type()
+        || x.rank() != rank
+        || x.shape[rank - 3].to_usize().ok() != Some(c_in)
+    {
+        return Ok(false);
+    }
+    let Some((kernel, bias)) = conv_constants(model, node)? else {
+        return Ok(false);
+    };
+    if kernel.datum_type() != f32::datum_type() || kernel.shape() != [c_out, c_in, 3, 3] {
+        return Ok(false);
+    }
+    let Some(bias) = broadcast_per_channel(&bias, c_out, 0)? else {
+        return Ok(false);
+    };
+    let conv_out = OutletId::new(id, 0);
+    let relu = relu_successor(model, conv_out)?;
+    let kernel = PackedConv3x3s2::new(
+        kernel.try_as_plain_ram()?.as_slice::<f32>()?,
+        &bias,
+        c_in,
+        c_out,
+        relu.is_some(),
+    );
+    let name = node.name.clone();
+    let data = node.inputs[0];
+    let mut patch = TypedModelPatch::new(format!("edge conv3x3 stride 2 {name}"));
+    let input = patch.tap_model(model, data)?;
+    let op = EdgeConv3x3s2 {
+        kernel: Arc::new(kernel),
+    };
+    let wire = patch.wire_node(format!("{name}.edge_conv3x3s2"), op, &[input])?[0];
+    patch.shunt_outside(model, relu.unwrap_or(conv_out), wire)?;
+    patch.apply(model)?;
+    Ok(true)
+}
+
+/// tract's declutter turns a plain 1x1 convolution into `EinSum` (`IHW,OI->OHW`, with a
+/// unit batch axis `N` on either side) followed by its bias `Add`, the BatchNorm's
+/// `Mul`/`Add` and the ReLU's `Max`: all of it becomes one [`EdgePointwise`], between
+/// free reshapes that drop or restore the unit batch axis.
+fn pointwise_einsum(model: &mut TypedModel, id: usize) -> TractResult<bool> {
+    use tract_onnx::tract_core::ops::einsum::EinSum;
+    let node = model.node(id);
+    let Some(einsum) = node.op_as::<EinSum>() else {
+        return Ok(false);
+    };
+    let (batch_in, batch_out) = match einsum.axes.to_string().as_str() {
+        "IHW,OI->OHW" => (false, false),
+        "NIHW,OI->OHW" => (true, false),
+        "IHW,OI->NOHW" => (false, true),
+        "NIHW,OI->NOHW" => (true, true),
+        _ => return Ok(false),
+    };
+    if einsum.q_params.is_some()
+        || einsum.operating_dt != f32::datum_type()
+        || node.inputs.len() != 2
+    {
+        return Ok(false);
+    }
+    let x = model.outlet_fact(node.inputs[0])?;
+    let Some(kernel) = model.outlet_fact(node.inputs[1])?.konst.clone() else {
+        return Ok(false);
+    };
+    let [c_out, c_in] = *kernel.shape() else {
+        return Ok(false);
+    };
+    let rank = 3 + batch_in as usize;
+    if x.datum_type != f32::datum_type()
+        || kernel.datum_type() != f32::datum_type()
+        || x.rank() != rank
+        || (batch_in && !x.shape[0].is_one())
+        || x.shape[rank - 3].to_usize().ok() != Some(c_in)
+        || c_out == 0
+        || c_in == 0
+    {
+        return Ok(false);
+    }
+    let mut scale = vec![1f32; c_out];
+    let mut shift = vec![0f32; c_out];
+    let (tail, _, relu) = affine_chain(model, OutletId::new(id, 0), &mut scale, &mut shift, true)?;
+    let mut weights = kernel.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
+    for (row, s) in weights.chunks_exact_mut(c_in).zip(&scale) {
+        row.iter_mut().for_each(|w| *w *= s);
+    }
+    let kernel = PackedPointwise::new(&weights, &shift, 1, c_out, c_in, relu);
+    let name = node.name.clone();
+    let data = node.inputs[0];
+    let mut patch = TypedModelPatch::new(format!("edge pointwise {name}"));
+    let mut wire = patch.tap_model(model, data)?;
+    if batch_in {
+        wire = patch.wire_node(format!("{name}.edge_drop_batch"), AxisOp::Rm(0), &[wire])?[0];
+    }
+    let op = EdgePointwise {
+        kernel: Arc::new(kernel),
+    };
+    wire = patch.wire_node(format!("{name}.edge_pointwise"), op, &[wire])?[0];
+    if batch_out {
+        wire = patch.wire_node(format!("{name}.edge_add_batch"), AxisOp::Add(0), &[wire])?[0];
+    }
+    patch.shunt_outside(model, tail, wire)?;
     patch.apply(model)?;
     Ok(true)
 }

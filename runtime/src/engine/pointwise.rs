@@ -1,0 +1,191 @@
+//! tract ops running our convolution GEMMs: [`crate::kernels::PackedPointwise`], a 1x1
+//! convolution (plain or grouped, stride 1, NCHW f32), and
+//! [`crate::kernels::PackedConv3x3s2`], the first layer; bias (folded BatchNorm) and ReLU
+//! fused in both.
+
+use crate::kernels::{Conv3x3s2Impl, PackedConv3x3s2, PackedPointwise, PointwiseImpl};
+use tract_onnx::tract_core::internal::*;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgePointwise {
+    pub kernel: Arc<PackedPointwise>,
+}
+
+impl EdgePointwise {
+    /// Accepts `[N, C, H, W]` or, after declutter dropped a unit batch axis, `[C, H, W]`.
+    fn check_rank(&self, rank: usize, channels: Option<usize>) -> TractResult<()> {
+        ensure!(
+            (rank == 3 || rank == 4) && channels == Some(self.kernel.input_channels()),
+            "EdgePointwise expects (N)CHW input with {} channels",
+            self.kernel.input_channels()
+        );
+        Ok(())
+    }
+}
+
+impl Op for EdgePointwise {
+    fn name(&self) -> StaticName {
+        "EdgePointwise".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        let k = &self.kernel;
+        Ok(vec![format!(
+            "groups:{} out/group:{} in/group:{} relu:{} kernel:{:?}",
+            k.groups,
+            k.rows,
+            k.depth,
+            k.relu,
+            PointwiseImpl::best()
+        )])
+    }
+
+    fn validation(&self) -> Validation {
+        Validation::Rounding
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for EdgePointwise {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        let shape: TVec<usize> = input.shape().into();
+        let rank = shape.len();
+        self.check_rank(rank, rank.checked_sub(3).map(|a| shape[a]))?;
+        let pixels = shape[rank - 2] * shape[rank - 1];
+        let mut out_shape = shape.clone();
+        out_shape[rank - 3] = self.kernel.output_channels();
+        // SAFETY: the kernel writes every output element (none when the map is empty).
+        let mut output = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
+        if pixels > 0 && shape.iter().all(|&d| d > 0) {
+            self.kernel.run(
+                input.try_as_plain_ram()?.as_slice::<f32>()?,
+                pixels,
+                output.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
+            );
+        }
+        Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+impl TypedOp for EdgePointwise {
+    as_op!();
+
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs.len() == 1 && inputs[0].datum_type == f32::datum_type());
+        let shape = &inputs[0].shape;
+        let rank = shape.rank();
+        let channels = rank.checked_sub(3).and_then(|a| shape[a].to_usize().ok());
+        self.check_rank(rank, channels)?;
+        let mut dims: TVec<TDim> = shape.iter().cloned().collect();
+        dims[rank - 3] = self.kernel.output_channels().to_dim();
+        Ok(tvec!(f32::fact(dims)))
+    }
+
+    fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let facts = self.output_facts(inputs)?;
+        Ok(tvec!((
+            Cost::FMA(f32::datum_type()),
+            facts[0].shape.volume() * self.kernel.depth
+        )))
+    }
+}
+
+/// A 3x3 stride-2 convolution with padding 1 (the networks' first layer) on
+/// [`crate::kernels::PackedConv3x3s2`], bias and ReLU fused: no `Pad`, no im2col.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeConv3x3s2 {
+    pub kernel: Arc<PackedConv3x3s2>,
+}
+
+impl EdgeConv3x3s2 {
+    fn check_rank(&self, rank: usize, channels: Option<usize>) -> TractResult<()> {
+        ensure!(
+            (rank == 3 || rank == 4) && channels == Some(self.kernel.in_channels),
+            "EdgeConv3x3s2 expects (N)CHW input with {} channels",
+            self.kernel.in_channels
+        );
+        Ok(())
+    }
+}
+
+impl Op for EdgeConv3x3s2 {
+    fn name(&self) -> StaticName {
+        "EdgeConv3x3s2".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        let k = &self.kernel;
+        Ok(vec![format!(
+            "in:{} out:{} relu:{} kernel:{:?}",
+            k.in_channels,
+            k.out_channels,
+            k.relu,
+            Conv3x3s2Impl::best()
+        )])
+    }
+
+    fn validation(&self) -> Validation {
+        Validation::Rounding
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for EdgeConv3x3s2 {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        let shape: TVec<usize> = input.shape().into();
+        let rank = shape.len();
+        self.check_rank(rank, rank.checked_sub(3).map(|a| shape[a]))?;
+        let (h, w) = (shape[rank - 2], shape[rank - 1]);
+        let (oh, ow) = PackedConv3x3s2::output_size(h, w);
+        let mut out_shape = shape.clone();
+        out_shape[rank - 3] = self.kernel.out_channels;
+        out_shape[rank - 2] = oh;
+        out_shape[rank - 1] = ow;
+        // SAFETY: the kernel writes every output element (none when the input is empty).
+        let mut output = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
+        if shape.iter().all(|&d| d > 0) {
+            self.kernel.run(
+                input.try_as_plain_ram()?.as_slice::<f32>()?,
+                h,
+                w,
+                output.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
+            );
+        }
+        Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+impl TypedOp for EdgeConv3x3s2 {
+    as_op!();
+
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs.len() == 1 && inputs[0].datum_type == f32::datum_type());
+        let shape = &inputs[0].shape;
+        let rank = shape.rank();
+        let channels = rank.checked_sub(3).and_then(|a| shape[a].to_usize().ok());
+        self.check_rank(rank, channels)?;
+        let mut dims: TVec<TDim> = shape.iter().cloned().collect();
+        dims[rank - 3] = self.kernel.out_channels.to_dim();
+        // Padding 1, kernel 3, stride 2: (d + 2 - 3) / 2 + 1.
+        for d in &mut dims[rank - 2..] {
+            *d = (d.clone() - 1) / 2 + 1;
+        }
+        Ok(tvec!(f32::fact(dims)))
+    }
+
+    fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let facts = self.output_facts(inputs)?;
+        Ok(tvec!((
+            Cost::FMA(f32::datum_type()),
+            facts[0].shape.volume() * (self.kernel.in_channels * 9)
+        )))
+    }
+}

@@ -1,0 +1,537 @@
+//! 3x3 convolution, stride 2, padding 1, NCHW f32, with the bias (folded BatchNorm) and
+//! an optional ReLU fused: the networks' first layer (3 input channels at 224x224).
+//!
+//! tract runs it as an explicit `Pad`, a lazy im2col and its generic matmul (about 0.8
+//! instructions per MAC on armv7, and the padded copy). Here every input plane is copied
+//! once into a zero-bordered scratch plane and the products are taken straight from it:
+//! a tile of 4 output channels by 8 output pixels of one row keeps its accumulators in
+//! registers; per input channel and kernel row, two `vld2` split 16 input columns into
+//! even and odd ones, which are the `kx = 0` and `kx = 1` vectors of the 8 pixels, and
+//! the even ones shifted by one column are the `kx = 2` vectors (32 instructions per 96
+//! MACs). A row's last, partial tile overlaps the previous one; rows narrower than 8
+//! pixels take the scalar path, as do CPUs without NEON.
+
+#[cfg(target_arch = "arm")]
+use super::depthwise::neon_detected;
+
+/// Output channels per tile (the packing block).
+pub const BLOCK: usize = 4;
+
+/// Output pixels per vector tile.
+#[cfg(target_arch = "arm")]
+const TILE: usize = 8;
+
+/// Which code path runs the tiles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Conv3x3s2Impl {
+    Scalar,
+    /// armv7 NEON (inline assembly).
+    Neon,
+}
+
+impl Conv3x3s2Impl {
+    /// The fastest path this CPU supports.
+    pub fn best() -> Conv3x3s2Impl {
+        if Conv3x3s2Impl::Neon.is_available() {
+            Conv3x3s2Impl::Neon
+        } else {
+            Conv3x3s2Impl::Scalar
+        }
+    }
+
+    /// Whether this path can run on this CPU.
+    pub fn is_available(self) -> bool {
+        match self {
+            Conv3x3s2Impl::Scalar => true,
+            Conv3x3s2Impl::Neon => {
+                #[cfg(target_arch = "arm")]
+                {
+                    neon_detected()
+                }
+                #[cfg(not(target_arch = "arm"))]
+                {
+                    false
+                }
+            }
+        }
+    }
+}
+
+/// A 3x3 stride-2 convolution's constant weights and bias, packed for the tiles.
+#[derive(Clone)]
+pub struct PackedConv3x3s2 {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub relu: bool,
+    /// Per block of [`BLOCK`] output channels: `[in_channels][ky][kx][BLOCK]`.
+    packed: Vec<f32>,
+    /// Per block: `BLOCK` biases, the floor (0 or -inf), three unused floats.
+    epilogue: Vec<f32>,
+}
+
+/// Bit-for-bit equality (tract compares ops with `Eq`).
+impl PartialEq for PackedConv3x3s2 {
+    fn eq(&self, other: &Self) -> bool {
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        (self.in_channels, self.out_channels, self.relu)
+            == (other.in_channels, other.out_channels, other.relu)
+            && bits(&self.packed) == bits(&other.packed)
+            && bits(&self.epilogue) == bits(&other.epilogue)
+    }
+}
+
+impl Eq for PackedConv3x3s2 {}
+
+/// Shapes only: graph dumps print ops with `Debug`.
+impl std::fmt::Debug for PackedConv3x3s2 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedConv3x3s2")
+            .field("in_channels", &self.in_channels)
+            .field("out_channels", &self.out_channels)
+            .field("relu", &self.relu)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PackedConv3x3s2 {
+    /// `weights` is `[out_channels, in_channels, 3, 3]`, `bias` `[out_channels]`.
+    ///
+    /// Panics on mismatched lengths or a zero dimension (the graph rewrite checks shapes).
+    pub fn new(
+        weights: &[f32],
+        bias: &[f32],
+        in_channels: usize,
+        out_channels: usize,
+        relu: bool,
+    ) -> PackedConv3x3s2 {
+        assert!(in_channels > 0 && out_channels > 0);
+        assert_eq!(weights.len(), out_channels * in_channels * 9);
+        assert_eq!(bias.len(), out_channels);
+        let blocks = out_channels.div_ceil(BLOCK);
+        let per_block = in_channels * 9 * BLOCK;
+        let mut packed = vec![0f32; blocks * per_block];
+        let mut epilogue = vec![0f32; blocks * 8];
+        for m in 0..out_channels {
+            let (b, r) = (m / BLOCK, m % BLOCK);
+            for (k, &w) in weights[m * in_channels * 9..][..in_channels * 9]
+                .iter()
+                .enumerate()
+            {
+                packed[b * per_block + k * BLOCK + r] = w;
+            }
+            epilogue[b * 8 + r] = bias[m];
+        }
+        for b in 0..blocks {
+            epilogue[b * 8 + BLOCK] = if relu { 0.0 } else { f32::NEG_INFINITY };
+        }
+        PackedConv3x3s2 {
+            in_channels,
+            out_channels,
+            relu,
+            packed,
+            epilogue,
+        }
+    }
+
+    /// Output height and width for an input of `height` x `width`.
+    pub fn output_size(height: usize, width: usize) -> (usize, usize) {
+        ((height + 2 - 3) / 2 + 1, (width + 2 - 3) / 2 + 1)
+    }
+
+    /// Runs on `input.len() / (in_channels * height * width)` images with the fastest
+    /// available path.
+    pub fn run(&self, input: &[f32], height: usize, width: usize, output: &mut [f32]) {
+        self.run_with(Conv3x3s2Impl::best(), input, height, width, output)
+    }
+
+    /// Same as [`PackedConv3x3s2::run`] with a chosen code path.
+    ///
+    /// Panics if the slice lengths do not match or `imp` is unavailable (callers validate
+    /// shapes first; these are programming errors).
+    pub fn run_with(
+        &self,
+        imp: Conv3x3s2Impl,
+        input: &[f32],
+        height: usize,
+        width: usize,
+        output: &mut [f32],
+    ) {
+        assert!(imp.is_available(), "{imp:?} is not available on this CPU");
+        assert!(height > 0 && width > 0);
+        let (oh, ow) = Self::output_size(height, width);
+        let image_in = self.in_channels * height * width;
+        let image_out = self.out_channels * oh * ow;
+        assert_eq!(input.len() % image_in, 0);
+        assert_eq!(output.len(), input.len() / image_in * image_out);
+        let (hp, wp) = (height + 2, width + 2);
+        // The borders stay zero; only the interiors are rewritten per image.
+        let mut padded = vec![0f32; self.in_channels * hp * wp];
+        for (x, out) in input
+            .chunks_exact(image_in)
+            .zip(output.chunks_exact_mut(image_out))
+        {
+            for (c, plane) in x.chunks_exact(height * width).enumerate() {
+                for (y, row) in plane.chunks_exact(width).enumerate() {
+                    let start = (c * hp + y + 1) * wp + 1;
+                    padded[start..start + width].copy_from_slice(row);
+                }
+            }
+            for b in 0..self.out_channels.div_ceil(BLOCK) {
+                self.block(imp, b, &padded, hp, wp, oh, ow, out);
+            }
+        }
+    }
+
+    /// One block of output channels of one image.
+    #[allow(clippy::too_many_arguments)]
+    fn block(
+        &self,
+        imp: Conv3x3s2Impl,
+        b: usize,
+        padded: &[f32],
+        hp: usize,
+        wp: usize,
+        oh: usize,
+        ow: usize,
+        out: &mut [f32],
+    ) {
+        let per_block = self.in_channels * 9 * BLOCK;
+        let weights = &self.packed[b * per_block..][..per_block];
+        let epilogue = &self.epilogue[b * 8..][..8];
+        let rows = BLOCK.min(self.out_channels - b * BLOCK);
+        let out = &mut out[b * BLOCK * oh * ow..];
+        for oy in 0..oh {
+            #[cfg(target_arch = "arm")]
+            if imp == Conv3x3s2Impl::Neon && ow >= TILE {
+                self.neon_row(weights, epilogue, padded, hp, wp, oy, oh, ow, rows, out);
+                continue;
+            }
+            let _ = imp;
+            for r in 0..rows {
+                for ox in 0..ow {
+                    let mut acc = epilogue[r];
+                    for c in 0..self.in_channels {
+                        for ky in 0..3 {
+                            let row = &padded[(c * hp + 2 * oy + ky) * wp + 2 * ox..];
+                            for kx in 0..3 {
+                                acc += weights[((c * 3 + ky) * 3 + kx) * BLOCK + r] * row[kx];
+                            }
+                        }
+                    }
+                    out[(r * oh + oy) * ow + ox] = acc.max(epilogue[BLOCK]);
+                }
+            }
+        }
+    }
+
+    /// One output row of one block on NEON: full tiles in one call, then an overlapping
+    /// last tile; a partial block goes through a scratch tile.
+    #[cfg(target_arch = "arm")]
+    #[allow(clippy::too_many_arguments)]
+    fn neon_row(
+        &self,
+        weights: &[f32],
+        epilogue: &[f32],
+        padded: &[f32],
+        hp: usize,
+        wp: usize,
+        oy: usize,
+        oh: usize,
+        ow: usize,
+        rows: usize,
+        out: &mut [f32],
+    ) {
+        // Input rows 2oy..2oy+2 of every channel, columns up to 2ow (<= wp - 1): inside.
+        assert!(2 * oy + 2 < hp && 2 * ow < wp && padded.len() >= self.in_channels * hp * wp);
+        let args = |out_plane_bytes: usize| neon::RowArgs {
+            weights: weights.as_ptr(),
+            epilogue: epilogue.as_ptr(),
+            in_channels: self.in_channels,
+            row_step: wp * 4 - 64,
+            channel_step: (hp - 3) * wp * 4,
+            out_plane_bytes,
+        };
+        let input_at = |ox: usize| padded[2 * oy * wp + 2 * ox..].as_ptr();
+        let full = ow / TILE;
+        let last = (!ow.is_multiple_of(TILE)).then_some(ow - TILE);
+        if rows == BLOCK {
+            assert!(out.len() >= ((BLOCK - 1) * oh + oy) * ow + ow);
+            let args = args(oh * ow * 4);
+            let row = out[oy * ow..].as_mut_ptr();
+            // SAFETY: the tiles read inside `padded` (asserted above) and write BLOCK
+            // channel rows of `ow` floats at `row`, `oh * ow` floats apart (asserted).
+            unsafe {
+                neon::tiles(&args, input_at(0), row, full);
+                if let Some(ox) = last {
+                    neon::tiles(&args, input_at(ox), row.add(ox), 1);
+                }
+            }
+        } else {
+            let args = args(TILE * 4);
+            let starts = (0..full).map(|t| t * TILE).chain(last);
+            for ox in starts {
+                let mut scratch = [0f32; BLOCK * TILE];
+                // SAFETY: reads as above; writes BLOCK rows of TILE floats into scratch.
+                unsafe { neon::tiles(&args, input_at(ox), scratch.as_mut_ptr(), 1) };
+                for r in 0..rows {
+                    out[(r * oh + oy) * ow + ox..][..TILE]
+                        .copy_from_slice(&scratch[r * TILE..][..TILE]);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "arm")]
+mod neon {
+    //! Registers: q8-q15 accumulators (channel r in q(8+2r) for pixels 0-3, q(9+2r) for
+    //! 4-7), q0/q2 even and q1/q3 odd input columns, d8-d13 the twelve weights of one
+    //! kernel row (by-scalar `vmla` reads only d0-d15), d14 the 17th input column.
+
+    /// Read by the assembly at fixed offsets.
+    #[repr(C)]
+    pub struct RowArgs {
+        pub weights: *const f32,
+        pub epilogue: *const f32,
+        pub in_channels: usize,
+        /// Bytes from the 17th column read in one padded row to the next row's start.
+        pub row_step: usize,
+        /// Bytes from three rows below a channel's first row to the next channel's.
+        pub channel_step: usize,
+        /// Bytes between two output channels' planes.
+        pub out_plane_bytes: usize,
+    }
+
+    /// One kernel row of one input channel: 24 multiply-adds.
+    macro_rules! kernel_row {
+        () => {
+            concat!(
+                "vld2.32 {{d0-d3}}, [{a}]!\n",
+                "vld2.32 {{d4-d7}}, [{a}]!\n",
+                "vld1.32 {{d14[0]}}, [{a}], {rstep}\n",
+                "vld1.32 {{d8-d11}}, [{w}]!\n",
+                "vld1.32 {{d12-d13}}, [{w}]!\n",
+                "vmla.f32 q8, q0, d8[0]\n",
+                "vmla.f32 q9, q2, d8[0]\n",
+                "vmla.f32 q10, q0, d8[1]\n",
+                "vmla.f32 q11, q2, d8[1]\n",
+                "vmla.f32 q12, q0, d9[0]\n",
+                "vmla.f32 q13, q2, d9[0]\n",
+                "vmla.f32 q14, q0, d9[1]\n",
+                "vmla.f32 q15, q2, d9[1]\n",
+                "vmla.f32 q8, q1, d10[0]\n",
+                "vmla.f32 q9, q3, d10[0]\n",
+                "vmla.f32 q10, q1, d10[1]\n",
+                "vmla.f32 q11, q3, d10[1]\n",
+                "vmla.f32 q12, q1, d11[0]\n",
+                "vmla.f32 q13, q3, d11[0]\n",
+                "vmla.f32 q14, q1, d11[1]\n",
+                "vmla.f32 q15, q3, d11[1]\n",
+                "vext.32 q0, q0, q2, #1\n",
+                "vext.32 q2, q2, q7, #1\n",
+                "vmla.f32 q8, q0, d12[0]\n",
+                "vmla.f32 q9, q2, d12[0]\n",
+                "vmla.f32 q10, q0, d12[1]\n",
+                "vmla.f32 q11, q2, d12[1]\n",
+                "vmla.f32 q12, q0, d13[0]\n",
+                "vmla.f32 q13, q2, d13[0]\n",
+                "vmla.f32 q14, q0, d13[1]\n",
+                "vmla.f32 q15, q2, d13[1]\n",
+            )
+        };
+    }
+
+    /// `tiles` consecutive 4-channel x 8-pixel tiles of one output row: the first reads
+    /// the padded input from `input` (row 2oy, column 2ox of channel 0), the next ones
+    /// 16 columns further; outputs go to `out`, `out + 8`, ...
+    ///
+    /// # Safety
+    /// `input` readable for 3 rows of `16 * tiles + 1` floats in each of `in_channels`
+    /// planes (row and channel steps as in `args`); `out` writable for 4 planes of
+    /// `8 * tiles` floats `out_plane_bytes` apart; the weights for `in_channels * 36`
+    /// floats, the epilogue for 8; `tiles >= 1`, `in_channels >= 1`.
+    pub unsafe fn tiles(args: &RowArgs, input: *const f32, out: *mut f32, tiles: usize) {
+        core::arch::asm!(
+            "1:",
+            "ldr {t}, [{p}, #4]",
+            "vld1.32 {{d0-d1}}, [{t}]",
+            "vdup.32 q8, d0[0]",
+            "vdup.32 q9, d0[0]",
+            "vdup.32 q10, d0[1]",
+            "vdup.32 q11, d0[1]",
+            "vdup.32 q12, d1[0]",
+            "vdup.32 q13, d1[0]",
+            "vdup.32 q14, d1[1]",
+            "vdup.32 q15, d1[1]",
+            "ldr {w}, [{p}]",
+            "ldr {c}, [{p}, #8]",
+            "ldr {rstep}, [{p}, #12]",
+            "mov {a}, {inp}",
+            "2:",
+            kernel_row!(),
+            kernel_row!(),
+            kernel_row!(),
+            "ldr {t}, [{p}, #16]",
+            "add {a}, {a}, {t}",
+            "subs {c}, {c}, #1",
+            "bne 2b",
+            "ldr {t}, [{p}, #4]",
+            "vldr s0, [{t}, #16]",
+            "vdup.32 q0, d0[0]",
+            "vmax.f32 q8, q8, q0",
+            "vmax.f32 q9, q9, q0",
+            "vmax.f32 q10, q10, q0",
+            "vmax.f32 q11, q11, q0",
+            "vmax.f32 q12, q12, q0",
+            "vmax.f32 q13, q13, q0",
+            "vmax.f32 q14, q14, q0",
+            "vmax.f32 q15, q15, q0",
+            "ldr {t}, [{p}, #20]",
+            "mov {a}, {o}",
+            "vst1.32 {{d16-d19}}, [{a}], {t}",
+            "vst1.32 {{d20-d23}}, [{a}], {t}",
+            "vst1.32 {{d24-d27}}, [{a}], {t}",
+            "vst1.32 {{d28-d31}}, [{a}], {t}",
+            "add {o}, {o}, #32",
+            "add {inp}, {inp}, #64",
+            "subs {n}, {n}, #1",
+            "bne 1b",
+            p = in(reg) args as *const RowArgs,
+            inp = inout(reg) input => _,
+            o = inout(reg) out => _,
+            n = inout(reg) tiles => _,
+            w = out(reg) _,
+            a = out(reg) _,
+            c = out(reg) _,
+            rstep = out(reg) _,
+            t = out(reg) _,
+            out("q0") _, out("q1") _, out("q2") _, out("q3") _,
+            out("q4") _, out("q5") _, out("q6") _, out("q7") _,
+            out("q8") _, out("q9") _, out("q10") _, out("q11") _,
+            out("q12") _, out("q13") _, out("q14") _, out("q15") _,
+            options(nostack),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Straight from the definition, in f64, on the unpadded input.
+    #[allow(clippy::too_many_arguments)]
+    fn reference(
+        weights: &[f32],
+        bias: &[f32],
+        cin: usize,
+        cout: usize,
+        relu: bool,
+        input: &[f32],
+        h: usize,
+        w: usize,
+    ) -> Vec<f32> {
+        let (oh, ow) = PackedConv3x3s2::output_size(h, w);
+        let mut out = Vec::new();
+        for x in input.chunks_exact(cin * h * w) {
+            for m in 0..cout {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut acc = bias[m] as f64;
+                        for c in 0..cin {
+                            for ky in 0..3 {
+                                for kx in 0..3 {
+                                    let iy = (2 * oy + ky) as isize - 1;
+                                    let ix = (2 * ox + kx) as isize - 1;
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                        continue;
+                                    }
+                                    acc += weights[((m * cin + c) * 3 + ky) * 3 + kx] as f64
+                                        * x[(c * h + iy as usize) * w + ix as usize] as f64;
+                                }
+                            }
+                        }
+                        let v = acc as f32;
+                        out.push(if relu { v.max(0.0) } else { v });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn pattern(len: usize, seed: u32) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(12_345);
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                (state >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    fn check(cin: usize, cout: usize, h: usize, w: usize, images: usize) {
+        let (oh, ow) = PackedConv3x3s2::output_size(h, w);
+        for relu in [false, true] {
+            let weights = pattern(cout * cin * 9, 5 + cin as u32);
+            let bias = pattern(cout, 11);
+            let input = pattern(images * cin * h * w, 1 + (h * w) as u32);
+            let expected = reference(&weights, &bias, cin, cout, relu, &input, h, w);
+            assert_eq!(expected.len(), images * cout * oh * ow);
+            let packed = PackedConv3x3s2::new(&weights, &bias, cin, cout, relu);
+            for imp in [Conv3x3s2Impl::Scalar, Conv3x3s2Impl::Neon] {
+                if !imp.is_available() {
+                    continue;
+                }
+                let mut got = vec![f32::NAN; expected.len()];
+                packed.run_with(imp, &input, h, w, &mut got);
+                for (i, (e, a)) in expected.iter().zip(&got).enumerate() {
+                    assert!(
+                        (e - a).abs() <= 1e-5 * (1.0 + e.abs()),
+                        "{imp:?} cin{cin} cout{cout} {h}x{w} relu {relu} at {i}: {a} != {e}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn best_path_is_neon_on_armv7() {
+        if cfg!(target_arch = "arm") {
+            assert_eq!(Conv3x3s2Impl::best(), Conv3x3s2Impl::Neon);
+        }
+        assert!(Conv3x3s2Impl::best().is_available());
+    }
+
+    #[test]
+    fn awkward_sizes_match_reference() {
+        // Odd and even inputs, outputs narrower than a tile (1x1, 2x2), exactly one tile,
+        // one tile and a bit (overlapping last tile); channel counts off the 4-block.
+        for &(h, w) in &[
+            (1, 1),
+            (2, 2),
+            (3, 3),
+            (4, 5),
+            (7, 15),
+            (9, 16),
+            (5, 17),
+            (6, 18),
+            (11, 31),
+            (8, 33),
+            (13, 50),
+        ] {
+            for &cin in &[1, 3, 4] {
+                for &cout in &[1, 4, 5, 8, 10] {
+                    check(cin, cout, h, w, 1);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn batches_and_a_first_layer_sized_input() {
+        check(3, 8, 10, 20, 3);
+        check(3, 24, 32, 32, 1);
+    }
+}
