@@ -4,18 +4,21 @@
 //!
 //! NCHW already stores `x` as `[k][n]` with the pixels of one channel contiguous, so `x`
 //! is read in place (no packing pass, unlike tract's `OptMatMulPack`): a tile of
-//! `ROWS` output channels by `2 * lanes` pixels keeps its accumulators in registers, and
-//! each step of `k` loads one row segment of `x` and `ROWS` weights, then multiplies by
-//! each weight as a scalar. Only the constant weights are packed, once, at load time:
-//! per block of `ROWS` output channels, `[k][ROWS]` (zero rows pad the last block).
+//! `ROWS` output channels by 8 pixels keeps its accumulators in registers, and each step
+//! of `k` loads one row segment of `x` and `ROWS` weights, then multiplies by each weight
+//! as a scalar. Only the constant weights are packed, once, at load time: per block of
+//! `ROWS` output channels, `[k][ROWS]`; when the channels are not a multiple of `ROWS`
+//! the last block overlaps the one before (recomputing rows is cheaper than a scratch
+//! copy).
 //!
 //! armv7 (Cortex-A9: 16 q registers, no FMA): 6 x 8 tile, 12 q accumulators, 2 q of `x`
 //! and 6 weights in d4-d6 (the by-scalar `vmla` reads only d0-d15): 14 instructions per
-//! 48 MACs. A trailing block of fewer than 8 pixels takes a 6 x 4 tile that overlaps the
-//! previous one (recomputing a few outputs is cheaper than a scalar tail); maps narrower
-//! than 4 pixels take the scalar tile. Columns are processed in chunks whose `[k][chunk]`
-//! slice of `x` fits comfortably in the 1 MiB L2, each weight block (at most `k * 24`
-//! bytes) staying in the 32 KiB L1 while it sweeps the chunk.
+//! 48 MACs, `k` unrolled by four, and the loop over a row of tiles inside the assembly.
+//! The last columns take a 6 x 4 tile (overlapping the previous one) or, for a single
+//! column such as the 49th of a 7x7 map, a 6 x 1 tile with the weights as the vectors.
+//! Columns are processed in chunks whose `[k][chunk]` slice of `x` fits comfortably in
+//! the 1 MiB L2, each weight block (at most `k * 24` bytes) staying in the 32 KiB L1
+//! while it sweeps the chunk.
 
 #[cfg(target_arch = "arm")]
 use super::depthwise::neon_detected;
@@ -60,14 +63,6 @@ impl PointwiseImpl {
             }
         }
     }
-
-    /// Pixels per vector register.
-    fn lanes(self) -> usize {
-        match self {
-            PointwiseImpl::Scalar => 1,
-            PointwiseImpl::Neon => 4,
-        }
-    }
 }
 
 /// A 1x1 convolution's constant weights and bias, packed for the tiles.
@@ -79,7 +74,8 @@ pub struct PackedPointwise {
     /// Input channels per group.
     pub depth: usize,
     pub relu: bool,
-    /// Per group, per block of [`ROWS`] output channels: `[depth][ROWS]`.
+    /// Per group, per block of [`ROWS`] output channels (see [`block_starts`]):
+    /// `[depth][ROWS]`.
     packed: Vec<f32>,
     /// Per group, per block: `ROWS` biases, then the floor (0 or -inf), then one unused
     /// float: the 8 floats the tile reads at its end.
@@ -128,16 +124,17 @@ impl PackedPointwise {
         assert!(groups > 0 && rows > 0 && depth > 0);
         assert_eq!(weights.len(), groups * rows * depth);
         assert_eq!(bias.len(), groups * rows);
-        let blocks = rows.div_ceil(ROWS);
+        let starts = block_starts(rows);
+        let blocks = starts.len();
         let mut packed = vec![0f32; groups * blocks * depth * ROWS];
         let mut epilogue = vec![0f32; groups * blocks * (ROWS + 2)];
         let floor = if relu { 0.0 } else { f32::NEG_INFINITY };
         for g in 0..groups {
-            for b in 0..blocks {
+            for (b, &first) in starts.iter().enumerate() {
                 let block = &mut packed[(g * blocks + b) * depth * ROWS..][..depth * ROWS];
                 let tail = &mut epilogue[(g * blocks + b) * (ROWS + 2)..][..ROWS + 2];
-                for r in 0..ROWS.min(rows - b * ROWS) {
-                    let m = g * rows + b * ROWS + r;
+                for r in 0..ROWS.min(rows - first) {
+                    let m = g * rows + first + r;
                     for (k, &w) in weights[m * depth..][..depth].iter().enumerate() {
                         block[k * ROWS + r] = w;
                     }
@@ -186,6 +183,7 @@ impl PackedPointwise {
         let tiles = column_tiles(imp, pixels);
         // Tiles are at most 8 pixels wide.
         let per_chunk = (CHUNK_BYTES / (4 * self.depth * 8)).max(1);
+        let starts = block_starts(self.rows);
         for (x, out) in input
             .chunks_exact(image_in)
             .zip(output.chunks_exact_mut(image_out))
@@ -194,99 +192,116 @@ impl PackedPointwise {
                 let x = &x[g * self.depth * pixels..][..self.depth * pixels];
                 let out = &mut out[g * self.rows * pixels..][..self.rows * pixels];
                 for chunk in tiles.chunks(per_chunk) {
-                    self.chunk(imp, g, x, pixels, chunk, out);
-                }
-            }
-        }
-    }
-
-    /// All row blocks of group `g` over the column tiles of one chunk.
-    fn chunk(
-        &self,
-        _imp: PointwiseImpl,
-        g: usize,
-        x: &[f32],
-        pixels: usize,
-        tiles: &[Tile],
-        out: &mut [f32],
-    ) {
-        let blocks = self.rows.div_ceil(ROWS);
-        for b in 0..blocks {
-            let weights = &self.packed[(g * blocks + b) * self.depth * ROWS..][..self.depth * ROWS];
-            let epilogue = &self.epilogue[(g * blocks + b) * (ROWS + 2)..][..ROWS + 2];
-            let rows = ROWS.min(self.rows - b * ROWS);
-            let out = &mut out[b * ROWS * pixels..];
-            for tile in tiles {
-                let cols = tile.cols;
-                let x = &x[tile.start..];
-                if tile.vector {
-                    #[cfg(target_arch = "arm")]
-                    {
-                        self.neon_tile(weights, epilogue, x, pixels, tile, rows, out);
-                        continue;
+                    for (b, &first) in starts.iter().enumerate() {
+                        let block = g * starts.len() + b;
+                        let weights =
+                            &self.packed[block * self.depth * ROWS..][..self.depth * ROWS];
+                        let epilogue = &self.epilogue[block * (ROWS + 2)..][..ROWS + 2];
+                        let rows = ROWS.min(self.rows - first);
+                        let out = &mut out[first * pixels..];
+                        let block = Block {
+                            weights,
+                            epilogue,
+                            depth: self.depth,
+                            rows,
+                        };
+                        block.run(x, pixels, chunk, out);
                     }
-                    #[cfg(not(target_arch = "arm"))]
-                    unreachable!("vector tiles come only from a vector path");
                 }
-                scalar_tile(
-                    weights,
-                    epilogue,
-                    self.depth,
-                    x,
-                    pixels,
-                    rows,
-                    cols,
-                    &mut out[tile.start..],
-                    pixels,
-                );
             }
         }
     }
+}
 
-    /// One NEON tile; a partial row block goes through a scratch tile.
-    #[cfg(target_arch = "arm")]
-    #[allow(clippy::too_many_arguments)]
-    fn neon_tile(
-        &self,
-        weights: &[f32],
-        epilogue: &[f32],
-        x: &[f32],
-        pixels: usize,
-        tile: &Tile,
-        rows: usize,
-        out: &mut [f32],
-    ) {
-        // x holds depth rows of `pixels` from tile.start, so the tile's loads stay inside.
-        assert!(x.len() >= (self.depth - 1) * pixels + tile.cols);
-        let mut scratch = [0f32; ROWS * 8];
-        let (dst, dst_stride) = if rows == ROWS {
-            assert!(out.len() >= (ROWS - 1) * pixels + tile.start + tile.cols);
-            // SAFETY: checked just above.
-            (unsafe { out.as_mut_ptr().add(tile.start) }, pixels)
-        } else {
-            (scratch.as_mut_ptr(), 8)
-        };
-        // SAFETY: weights hold depth * ROWS floats, epilogue ROWS + 2; the x loads read
-        // tile.cols floats of each of depth rows (asserted above); dst is writable for
-        // ROWS rows of tile.cols floats at dst_stride (asserted, or the scratch tile).
-        unsafe {
-            let args = (
-                x.as_ptr(),
-                pixels * 4,
-                weights.as_ptr(),
-                self.depth,
-                epilogue.as_ptr(),
-            );
-            if tile.cols == 8 {
-                neon::tile_6x8(args, dst, dst_stride * 4);
-            } else {
-                neon::tile_6x4(args, dst, dst_stride * 4);
+/// First output channel of each block of [`ROWS`]: consecutive blocks, the last one
+/// overlapping the one before (recomputing rows rather than padding them) once there are
+/// at least `ROWS` rows; a single zero-padded block below that.
+fn block_starts(rows: usize) -> Vec<usize> {
+    if rows <= ROWS {
+        return vec![0];
+    }
+    let mut starts: Vec<usize> = (0..rows / ROWS).map(|b| b * ROWS).collect();
+    if rows % ROWS != 0 {
+        starts.push(rows - ROWS);
+    }
+    starts
+}
+
+/// One packed block of output channels, as the tiles see it.
+struct Block<'a> {
+    weights: &'a [f32],
+    epilogue: &'a [f32],
+    depth: usize,
+    /// Valid rows: `ROWS`, or fewer in a zero-padded single block.
+    rows: usize,
+}
+
+impl Block<'_> {
+    /// The tiles of one column chunk; `x` and `out` start at column 0 of the block's
+    /// input and first output row, both `pixels` wide.
+    fn run(&self, x: &[f32], pixels: usize, tiles: &[Tile], out: &mut [f32]) {
+        let mut i = 0;
+        while i < tiles.len() {
+            let tile = tiles[i];
+            // Consecutive wide tiles go to the assembly in one call.
+            let mut run = 1;
+            while tile.kind == TileKind::Wide
+                && i + run < tiles.len()
+                && tiles[i + run].kind == TileKind::Wide
+                && tiles[i + run].start == tile.start + run * 8
+            {
+                run += 1;
             }
+            i += run;
+            if let TileKind::Scalar(cols) = tile.kind {
+                scalar_tile(self, &x[tile.start..], pixels, cols, &mut out[tile.start..]);
+                continue;
+            }
+            #[cfg(target_arch = "arm")]
+            self.neon_tiles(x, pixels, tile, run, out);
+            #[cfg(not(target_arch = "arm"))]
+            unreachable!("vector tiles come only from a vector path");
         }
-        if rows < ROWS {
-            for r in 0..rows {
-                out[r * pixels + tile.start..][..tile.cols]
-                    .copy_from_slice(&scratch[r * 8..][..tile.cols]);
+    }
+
+    /// `count` tiles of `tile.kind` from `tile.start`, 8 columns apart; a block of fewer
+    /// than `ROWS` rows goes through a scratch tile, one tile at a time.
+    #[cfg(target_arch = "arm")]
+    fn neon_tiles(&self, x: &[f32], pixels: usize, tile: Tile, count: usize, out: &mut [f32]) {
+        let cols = tile.kind.cols();
+        let end = tile.start + (count - 1) * 8 + cols;
+        // x holds depth rows of `pixels`; the tiles read columns start..end of each.
+        assert!(end <= pixels && x.len() >= (self.depth - 1) * pixels + end);
+        let args = |out_stride: usize| neon::GemmArgs {
+            weights: self.weights.as_ptr(),
+            depth: self.depth,
+            epilogue: self.epilogue.as_ptr(),
+            x_stride: pixels * 4,
+            out_stride: out_stride * 4,
+        };
+        let kernel = match tile.kind {
+            TileKind::Wide => neon::tiles_6x8,
+            TileKind::Half => neon::tiles_6x4,
+            _ => neon::tiles_6x1,
+        };
+        if self.rows == ROWS {
+            assert!(out.len() >= (ROWS - 1) * pixels + end);
+            // SAFETY: the reads stay inside x and the writes (ROWS rows of columns
+            // start..end, `pixels` apart) inside out, both asserted above; the weight
+            // block holds depth * ROWS floats and the epilogue ROWS + 2.
+            unsafe {
+                let x = x.as_ptr().add(tile.start);
+                kernel(&args(pixels), x, out.as_mut_ptr().add(tile.start), count);
+            }
+            return;
+        }
+        for t in 0..count {
+            let start = tile.start + t * 8;
+            let mut scratch = [0f32; ROWS * 8];
+            // SAFETY: reads as above; writes ROWS rows of at most 8 floats, 8 apart.
+            unsafe { kernel(&args(8), x.as_ptr().add(start), scratch.as_mut_ptr(), 1) };
+            for r in 0..self.rows {
+                out[r * pixels + start..][..cols].copy_from_slice(&scratch[r * 8..][..cols]);
             }
         }
     }
@@ -296,82 +311,81 @@ impl PackedPointwise {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Tile {
     start: usize,
-    cols: usize,
-    /// On the vector tile (`cols` is 2 or 1 vectors), or the scalar one.
-    vector: bool,
+    kind: TileKind,
 }
 
-/// Column tiles covering `0..pixels`: full double-vector tiles, then overlapping tiles for
-/// the rest (single- or double-vector); scalar tiles of up to 8 when narrower than one
-/// vector or without a vector path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TileKind {
+    /// 8 columns (two vectors).
+    Wide,
+    /// 4 columns (one vector).
+    Half,
+    /// 1 column (the weights as vectors, the pixel as the scalar).
+    Single,
+    /// Up to 8 columns in plain Rust.
+    Scalar(usize),
+}
+
+impl TileKind {
+    #[cfg(target_arch = "arm")]
+    fn cols(self) -> usize {
+        match self {
+            TileKind::Wide => 8,
+            TileKind::Half => 4,
+            TileKind::Single => 1,
+            TileKind::Scalar(cols) => cols,
+        }
+    }
+}
+
+/// Column tiles covering `0..pixels`: wide tiles, then the rest with as little recomputed
+/// as the tile shapes allow, overlapping backwards rather than running past the last
+/// pixel (one column: a single tile; up to 4: a half tile; more: a wide one). Without a
+/// vector path, scalar tiles of up to 8.
 fn column_tiles(imp: PointwiseImpl, pixels: usize) -> Vec<Tile> {
-    let lanes = imp.lanes();
-    if lanes == 1 {
+    let tile = |start, kind| Tile { start, kind };
+    if imp == PointwiseImpl::Scalar {
         return (0..pixels)
             .step_by(8)
-            .map(|start| Tile {
-                start,
-                cols: 8.min(pixels - start),
-                vector: false,
-            })
+            .map(|start| tile(start, TileKind::Scalar(8.min(pixels - start))))
             .collect();
     }
-    let wide = 2 * lanes;
-    if pixels < lanes {
-        return vec![Tile {
-            start: 0,
-            cols: pixels,
-            vector: false,
-        }];
-    }
-    let mut tiles: Vec<Tile> = (0..pixels / wide)
-        .map(|t| Tile {
-            start: t * wide,
-            cols: wide,
-            vector: true,
-        })
+    let mut tiles: Vec<Tile> = (0..pixels / 8)
+        .map(|t| tile(t * 8, TileKind::Wide))
         .collect();
-    let mut covered = pixels / wide * wide;
+    let mut covered = pixels / 8 * 8;
     while covered < pixels {
-        let cols = if pixels - covered <= lanes || pixels < wide {
-            lanes
+        let rest = pixels - covered;
+        let kind = if rest == 1 || pixels < 4 {
+            TileKind::Single
+        } else if rest <= 4 || pixels < 8 {
+            TileKind::Half
         } else {
-            wide
+            TileKind::Wide
         };
-        // Overlap backwards rather than run past the last pixel.
+        let cols = match kind {
+            TileKind::Wide => 8,
+            TileKind::Half => 4,
+            _ => 1,
+        };
         let start = (covered + cols).min(pixels) - cols;
-        tiles.push(Tile {
-            start,
-            cols,
-            vector: true,
-        });
+        tiles.push(tile(start, kind));
         covered = start + cols;
     }
     tiles
 }
 
-/// The tile in plain Rust: `rows` output channels by `cols` pixels; `x` starts at the
-/// tile's first column (row stride `x_stride`), `out` likewise (`out_stride`).
-#[allow(clippy::too_many_arguments)]
-fn scalar_tile(
-    weights: &[f32],
-    epilogue: &[f32],
-    depth: usize,
-    x: &[f32],
-    x_stride: usize,
-    rows: usize,
-    cols: usize,
-    out: &mut [f32],
-    out_stride: usize,
-) {
-    let floor = epilogue[ROWS];
-    for r in 0..rows {
+/// The tile in plain Rust: the block's rows by `cols` pixels; `x` and `out` start at the
+/// tile's first column, rows `pixels` apart.
+fn scalar_tile(block: &Block, x: &[f32], pixels: usize, cols: usize, out: &mut [f32]) {
+    let floor = block.epilogue[ROWS];
+    for r in 0..block.rows {
         for c in 0..cols {
-            let mut acc = epilogue[r];
-            for k in 0..depth {
-                acc += weights[k * ROWS + r] * x[k * x_stride + c];
+            let mut acc = block.epilogue[r];
+            for k in 0..block.depth {
+                acc += block.weights[k * ROWS + r] * x[k * pixels + c];
             }
-            out[r * out_stride + c] = acc.max(floor);
+            out[r * pixels + c] = acc.max(floor);
         }
     }
 }
@@ -379,170 +393,215 @@ fn scalar_tile(
 #[cfg(target_arch = "arm")]
 mod neon {
     //! Registers: q4-q15 accumulators (row r in q(4+2r), q(5+2r)), q0/q1 the `x`
-    //! segment, d4-d6 the six weights of one `k`.
+    //! segment, d4-d6 the six weights of one `k`. The tile loop is in the assembly too:
+    //! on small layers the per-call work would otherwise cost as much as the arithmetic.
 
-    /// x, x row stride in bytes, packed weight block, depth, epilogue (6 biases, floor).
-    pub type TileArgs = (*const f32, usize, *const f32, usize, *const f32);
+    /// Read by the assembly at fixed offsets.
+    #[repr(C)]
+    pub struct GemmArgs {
+        /// The packed `[depth][6]` weight block.
+        pub weights: *const f32,
+        pub depth: usize,
+        /// 6 biases, then the floor.
+        pub epilogue: *const f32,
+        /// Bytes between rows of `x`.
+        pub x_stride: usize,
+        /// Bytes between output rows.
+        pub out_stride: usize,
+    }
 
-    /// One `k` step of the 6 x 8 tile.
-    macro_rules! step_6x8 {
-        () => {
-            concat!(
-                "vld1.32 {{d0-d3}}, [{x}], {xs}\n",
-                "vld1.32 {{d4-d6}}, [{w}]!\n",
-                "vmla.f32 q4, q0, d4[0]\n",
-                "vmla.f32 q5, q1, d4[0]\n",
-                "vmla.f32 q6, q0, d4[1]\n",
-                "vmla.f32 q7, q1, d4[1]\n",
-                "vmla.f32 q8, q0, d5[0]\n",
-                "vmla.f32 q9, q1, d5[0]\n",
-                "vmla.f32 q10, q0, d5[1]\n",
-                "vmla.f32 q11, q1, d5[1]\n",
-                "vmla.f32 q12, q0, d6[0]\n",
-                "vmla.f32 q13, q1, d6[0]\n",
-                "vmla.f32 q14, q0, d6[1]\n",
-                "vmla.f32 q15, q1, d6[1]\n",
-            )
+    /// Expands to the tile loop around `$step` (one `k`) with `$init`, `$finish` and the
+    /// stores; `$bytes` is how far the next tile starts, in `x` and in the output.
+    macro_rules! tile_loop {
+        ($name:ident, $step:expr, $init:expr, $finish:expr, $store:expr, $bytes:literal, [$($reg:tt),*]) => {
+            /// `count` tiles, each `$bytes` bytes after the previous one in `x` and `out`.
+            ///
+            /// # Safety
+            /// `x` readable for the tiles' columns in each of `depth` rows `x_stride`
+            /// bytes apart, `out` writable likewise for 6 rows `out_stride` bytes apart,
+            /// the weight block for `depth * 6` floats, the epilogue for 8; `depth >= 1`,
+            /// `count >= 1`.
+            pub unsafe fn $name(args: &GemmArgs, x: *const f32, out: *mut f32, count: usize) {
+                core::arch::asm!(
+                    "1:",
+                    "ldr {t}, [{p}, #8]",
+                    $init,
+                    "ldr {wa}, [{p}]",
+                    "ldr {ka}, [{p}, #4]",
+                    "mov {xa}, {x}",
+                    // depth = 4q + r: r single steps, then q unrolled by four.
+                    "tst {ka}, #1",
+                    "beq 2f",
+                    $step,
+                    "2:",
+                    "tst {ka}, #2",
+                    "beq 3f",
+                    $step,
+                    $step,
+                    "3:",
+                    "lsrs {ka}, {ka}, #2",
+                    "beq 5f",
+                    "4:",
+                    $step,
+                    $step,
+                    $step,
+                    $step,
+                    "subs {ka}, {ka}, #1",
+                    "bne 4b",
+                    "5:",
+                    "ldr {t}, [{p}, #8]",
+                    "add {t}, {t}, #24",
+                    "vld1.32 {{d0[], d1[]}}, [{t}]",
+                    $finish,
+                    "ldr {ka}, [{p}, #16]",
+                    "mov {xa}, {o}",
+                    $store,
+                    concat!("add {x}, {x}, #", $bytes),
+                    concat!("add {o}, {o}, #", $bytes),
+                    "subs {n}, {n}, #1",
+                    "bne 1b",
+                    p = in(reg) args as *const GemmArgs,
+                    x = inout(reg) x => _,
+                    o = inout(reg) out => _,
+                    n = inout(reg) count => _,
+                    xs = in(reg) args.x_stride,
+                    xa = out(reg) _,
+                    wa = out(reg) _,
+                    ka = out(reg) _,
+                    t = out(reg) _,
+                    $(out($reg) _,)*
+                    options(nostack),
+                );
+            }
         };
     }
 
-    /// One `k` step of the 6 x 4 tile (accumulators q4, q6, .., q14).
-    macro_rules! step_6x4 {
-        () => {
-            concat!(
-                "vld1.32 {{d0-d1}}, [{x}], {xs}\n",
-                "vld1.32 {{d4-d6}}, [{w}]!\n",
-                "vmla.f32 q4, q0, d4[0]\n",
-                "vmla.f32 q6, q0, d4[1]\n",
-                "vmla.f32 q8, q0, d5[0]\n",
-                "vmla.f32 q10, q0, d5[1]\n",
-                "vmla.f32 q12, q0, d6[0]\n",
-                "vmla.f32 q14, q0, d6[1]\n",
-            )
-        };
-    }
+    tile_loop!(
+        tiles_6x8,
+        concat!(
+            "vld1.32 {{d0-d3}}, [{xa}], {xs}\n",
+            "vld1.32 {{d4-d6}}, [{wa}]!\n",
+            "vmla.f32 q4, q0, d4[0]\n",
+            "vmla.f32 q5, q1, d4[0]\n",
+            "vmla.f32 q6, q0, d4[1]\n",
+            "vmla.f32 q7, q1, d4[1]\n",
+            "vmla.f32 q8, q0, d5[0]\n",
+            "vmla.f32 q9, q1, d5[0]\n",
+            "vmla.f32 q10, q0, d5[1]\n",
+            "vmla.f32 q11, q1, d5[1]\n",
+            "vmla.f32 q12, q0, d6[0]\n",
+            "vmla.f32 q13, q1, d6[0]\n",
+            "vmla.f32 q14, q0, d6[1]\n",
+            "vmla.f32 q15, q1, d6[1]\n",
+        ),
+        concat!(
+            "vld1.32 {{d0-d2}}, [{t}]\n",
+            "vdup.32 q4, d0[0]\n",
+            "vdup.32 q5, d0[0]\n",
+            "vdup.32 q6, d0[1]\n",
+            "vdup.32 q7, d0[1]\n",
+            "vdup.32 q8, d1[0]\n",
+            "vdup.32 q9, d1[0]\n",
+            "vdup.32 q10, d1[1]\n",
+            "vdup.32 q11, d1[1]\n",
+            "vdup.32 q12, d2[0]\n",
+            "vdup.32 q13, d2[0]\n",
+            "vdup.32 q14, d2[1]\n",
+            "vdup.32 q15, d2[1]\n",
+        ),
+        concat!(
+            "vmax.f32 q4, q4, q0\n",
+            "vmax.f32 q5, q5, q0\n",
+            "vmax.f32 q6, q6, q0\n",
+            "vmax.f32 q7, q7, q0\n",
+            "vmax.f32 q8, q8, q0\n",
+            "vmax.f32 q9, q9, q0\n",
+            "vmax.f32 q10, q10, q0\n",
+            "vmax.f32 q11, q11, q0\n",
+            "vmax.f32 q12, q12, q0\n",
+            "vmax.f32 q13, q13, q0\n",
+            "vmax.f32 q14, q14, q0\n",
+            "vmax.f32 q15, q15, q0\n",
+        ),
+        concat!(
+            "vst1.32 {{d8-d11}}, [{xa}], {ka}\n",
+            "vst1.32 {{d12-d15}}, [{xa}], {ka}\n",
+            "vst1.32 {{d16-d19}}, [{xa}], {ka}\n",
+            "vst1.32 {{d20-d23}}, [{xa}], {ka}\n",
+            "vst1.32 {{d24-d27}}, [{xa}], {ka}\n",
+            "vst1.32 {{d28-d31}}, [{xa}], {ka}\n",
+        ),
+        "32",
+        [
+            "q0", "q1", "q2", "q3", "q4", "q5", "q6", "q7", "q8", "q9", "q10", "q11", "q12", "q13",
+            "q14", "q15"
+        ]
+    );
 
-    /// 6 output channels x 8 pixels; `out` rows `out_stride` bytes apart.
-    ///
-    /// # Safety
-    /// `x` readable for 8 floats at each of `depth` rows `xs` bytes apart, the weight
-    /// block for `depth * 6` floats, the epilogue for 8, `out` writable for 6 rows of 8
-    /// floats; `depth >= 1`.
-    pub unsafe fn tile_6x8(args: TileArgs, out: *mut f32, out_stride: usize) {
-        let (x, xs, w, depth, epilogue) = args;
-        core::arch::asm!(
-            "vld1.32 {{d0-d2}}, [{e}]!",
-            "vdup.32 q4, d0[0]",
-            "vdup.32 q5, d0[0]",
-            "vdup.32 q6, d0[1]",
-            "vdup.32 q7, d0[1]",
-            "vdup.32 q8, d1[0]",
-            "vdup.32 q9, d1[0]",
-            "vdup.32 q10, d1[1]",
-            "vdup.32 q11, d1[1]",
-            "vdup.32 q12, d2[0]",
-            "vdup.32 q13, d2[0]",
-            "vdup.32 q14, d2[1]",
-            "vdup.32 q15, d2[1]",
-            // An odd depth takes one step first, then pairs.
-            "tst {k}, #1",
-            "beq 2f",
-            step_6x8!(),
-            "2:",
-            "lsrs {k}, {k}, #1",
-            "beq 3f",
-            "1:",
-            step_6x8!(),
-            step_6x8!(),
-            "subs {k}, {k}, #1",
-            "bne 1b",
-            "3:",
-            "vld1.32 {{d0[], d1[]}}, [{e}]",
-            "vmax.f32 q4, q4, q0",
-            "vmax.f32 q5, q5, q0",
-            "vmax.f32 q6, q6, q0",
-            "vmax.f32 q7, q7, q0",
-            "vmax.f32 q8, q8, q0",
-            "vmax.f32 q9, q9, q0",
-            "vmax.f32 q10, q10, q0",
-            "vmax.f32 q11, q11, q0",
-            "vmax.f32 q12, q12, q0",
-            "vmax.f32 q13, q13, q0",
-            "vmax.f32 q14, q14, q0",
-            "vmax.f32 q15, q15, q0",
-            "vst1.32 {{d8-d11}}, [{o}], {os}",
-            "vst1.32 {{d12-d15}}, [{o}], {os}",
-            "vst1.32 {{d16-d19}}, [{o}], {os}",
-            "vst1.32 {{d20-d23}}, [{o}], {os}",
-            "vst1.32 {{d24-d27}}, [{o}], {os}",
-            "vst1.32 {{d28-d31}}, [{o}], {os}",
-            x = inout(reg) x => _,
-            xs = in(reg) xs,
-            w = inout(reg) w => _,
-            k = inout(reg) depth => _,
-            e = inout(reg) epilogue => _,
-            o = inout(reg) out => _,
-            os = in(reg) out_stride,
-            out("q0") _, out("q1") _, out("q2") _, out("q3") _,
-            out("q4") _, out("q5") _, out("q6") _, out("q7") _,
-            out("q8") _, out("q9") _, out("q10") _, out("q11") _,
-            out("q12") _, out("q13") _, out("q14") _, out("q15") _,
-            options(nostack),
-        );
-    }
+    tile_loop!(
+        tiles_6x4,
+        concat!(
+            "vld1.32 {{d0-d1}}, [{xa}], {xs}\n",
+            "vld1.32 {{d4-d6}}, [{wa}]!\n",
+            "vmla.f32 q4, q0, d4[0]\n",
+            "vmla.f32 q6, q0, d4[1]\n",
+            "vmla.f32 q8, q0, d5[0]\n",
+            "vmla.f32 q10, q0, d5[1]\n",
+            "vmla.f32 q12, q0, d6[0]\n",
+            "vmla.f32 q14, q0, d6[1]\n",
+        ),
+        concat!(
+            "vld1.32 {{d0-d2}}, [{t}]\n",
+            "vdup.32 q4, d0[0]\n",
+            "vdup.32 q6, d0[1]\n",
+            "vdup.32 q8, d1[0]\n",
+            "vdup.32 q10, d1[1]\n",
+            "vdup.32 q12, d2[0]\n",
+            "vdup.32 q14, d2[1]\n",
+        ),
+        concat!(
+            "vmax.f32 q4, q4, q0\n",
+            "vmax.f32 q6, q6, q0\n",
+            "vmax.f32 q8, q8, q0\n",
+            "vmax.f32 q10, q10, q0\n",
+            "vmax.f32 q12, q12, q0\n",
+            "vmax.f32 q14, q14, q0\n",
+        ),
+        concat!(
+            "vst1.32 {{d8-d9}}, [{xa}], {ka}\n",
+            "vst1.32 {{d12-d13}}, [{xa}], {ka}\n",
+            "vst1.32 {{d16-d17}}, [{xa}], {ka}\n",
+            "vst1.32 {{d20-d21}}, [{xa}], {ka}\n",
+            "vst1.32 {{d24-d25}}, [{xa}], {ka}\n",
+            "vst1.32 {{d28-d29}}, [{xa}], {ka}\n",
+        ),
+        "16",
+        ["q0", "q1", "q2", "q3", "q4", "q6", "q8", "q10", "q12", "q14"]
+    );
 
-    /// 6 output channels x 4 pixels.
-    ///
-    /// # Safety
-    /// As [`tile_6x8`], with 4 floats per row of `x` and `out`.
-    pub unsafe fn tile_6x4(args: TileArgs, out: *mut f32, out_stride: usize) {
-        let (x, xs, w, depth, epilogue) = args;
-        core::arch::asm!(
-            "vld1.32 {{d0-d2}}, [{e}]!",
-            "vdup.32 q4, d0[0]",
-            "vdup.32 q6, d0[1]",
-            "vdup.32 q8, d1[0]",
-            "vdup.32 q10, d1[1]",
-            "vdup.32 q12, d2[0]",
-            "vdup.32 q14, d2[1]",
-            "tst {k}, #1",
-            "beq 2f",
-            step_6x4!(),
-            "2:",
-            "lsrs {k}, {k}, #1",
-            "beq 3f",
-            "1:",
-            step_6x4!(),
-            step_6x4!(),
-            "subs {k}, {k}, #1",
-            "bne 1b",
-            "3:",
-            "vld1.32 {{d0[], d1[]}}, [{e}]",
-            "vmax.f32 q4, q4, q0",
-            "vmax.f32 q6, q6, q0",
-            "vmax.f32 q8, q8, q0",
-            "vmax.f32 q10, q10, q0",
-            "vmax.f32 q12, q12, q0",
-            "vmax.f32 q14, q14, q0",
-            "vst1.32 {{d8-d9}}, [{o}], {os}",
-            "vst1.32 {{d12-d13}}, [{o}], {os}",
-            "vst1.32 {{d16-d17}}, [{o}], {os}",
-            "vst1.32 {{d20-d21}}, [{o}], {os}",
-            "vst1.32 {{d24-d25}}, [{o}], {os}",
-            "vst1.32 {{d28-d29}}, [{o}], {os}",
-            x = inout(reg) x => _,
-            xs = in(reg) xs,
-            w = inout(reg) w => _,
-            k = inout(reg) depth => _,
-            e = inout(reg) epilogue => _,
-            o = inout(reg) out => _,
-            os = in(reg) out_stride,
-            out("q0") _, out("q1") _, out("q2") _, out("q3") _,
-            out("q4") _, out("q6") _, out("q8") _,
-            out("q10") _, out("q12") _, out("q14") _,
-            options(nostack),
-        );
-    }
+    // One pixel: the six weights are the vectors (rows 0-3 in q4, rows 4-5 in d10) and
+    // the pixel the scalar, 4 instructions per `k` where a half tile takes 8.
+    tile_loop!(
+        tiles_6x1,
+        concat!(
+            "vld1.32 {{d0[0]}}, [{xa}], {xs}\n",
+            "vld1.32 {{d4-d6}}, [{wa}]!\n",
+            "vmla.f32 q4, q2, d0[0]\n",
+            "vmla.f32 d10, d6, d0[0]\n",
+        ),
+        "vld1.32 {{d8-d10}}, [{t}]\n",
+        concat!("vmax.f32 q4, q4, q0\n", "vmax.f32 d10, d10, d0\n",),
+        concat!(
+            "vst1.32 {{d8[0]}}, [{xa}], {ka}\n",
+            "vst1.32 {{d8[1]}}, [{xa}], {ka}\n",
+            "vst1.32 {{d9[0]}}, [{xa}], {ka}\n",
+            "vst1.32 {{d9[1]}}, [{xa}], {ka}\n",
+            "vst1.32 {{d10[0]}}, [{xa}], {ka}\n",
+            "vst1.32 {{d10[1]}}, [{xa}], {ka}\n",
+        ),
+        "4",
+        ["q0", "q1", "q2", "q3", "q4", "q5"]
+    );
 }
 
 #[cfg(test)]
@@ -631,7 +690,7 @@ mod tests {
         // Output channels off the 6-row block, depths odd and even, maps of 1, 2 (2x1),
         // 4 (2x2), 7, 9, 12, 49 (7x7) and 196 (14x14) pixels for every tail case.
         for &rows in &[1, 5, 6, 7, 13, 16] {
-            for &depth in &[1, 2, 3, 8, 17] {
+            for &depth in &[1, 2, 3, 6, 8, 17] {
                 for &pixels in &[1, 2, 3, 4, 5, 7, 8, 9, 12, 15, 49, 196] {
                     check(1, rows, depth, pixels, 1);
                 }
