@@ -221,7 +221,7 @@ fn block_starts(rows: usize) -> Vec<usize> {
         return vec![0];
     }
     let mut starts: Vec<usize> = (0..rows / ROWS).map(|b| b * ROWS).collect();
-    if rows % ROWS != 0 {
+    if !rows.is_multiple_of(ROWS) {
         starts.push(rows - ROWS);
     }
     starts
