@@ -177,10 +177,7 @@ impl Depthwise3x3 {
             .enumerate()
         {
             let c = plane % self.channels;
-            for (y, in_row) in in_plane.chunks_exact(w).enumerate() {
-                let start = (y + 1) * wp + 1;
-                padded[start..start + w].copy_from_slice(in_row);
-            }
+            copy_into_padded(imp, in_plane, &mut padded, w);
             // Layout read by the NEON code: k0..k8, bias, floor, unused.
             let mut params = [0f32; 12];
             params[..9].copy_from_slice(&weights[c * 9..c * 9 + 9]);
@@ -246,6 +243,39 @@ pub fn depthwise3x3(
     geometry.run(input, weights, bias, output)
 }
 
+/// Copies an `h x w` plane into the interior of the zero-bordered scratch plane (rows
+/// `w + 2` floats apart, starting at row 1, column 1).
+///
+/// armv7: `copy_from_slice` per row calls `memcpy`, which costs about 1.4 instructions per
+/// float here (call, alignment and size dispatch on short rows); a stride-2 layer copies
+/// four input floats per output, more than its arithmetic. One NEON loop over the plane
+/// costs about 0.5 per float.
+fn copy_into_padded(imp: DepthwiseImpl, plane: &[f32], padded: &mut [f32], w: usize) {
+    let wp = w + 2;
+    let h = plane.len() / w;
+    assert!(padded.len() >= (h + 2) * wp);
+    #[cfg(target_arch = "arm")]
+    if imp == DepthwiseImpl::Neon && w >= 4 {
+        // SAFETY: reads the h * w floats of `plane`; writes w floats at rows 1..=h, column
+        // 1 of `padded`, which holds (h + 2) * wp floats (asserted).
+        unsafe {
+            neon::copy_plane(
+                plane.as_ptr(),
+                padded.as_mut_ptr().add(wp + 1),
+                w,
+                h,
+                wp * 4,
+            )
+        };
+        return;
+    }
+    let _ = imp;
+    for (y, row) in plane.chunks_exact(w).enumerate() {
+        let start = (y + 1) * wp + 1;
+        padded[start..start + w].copy_from_slice(row);
+    }
+}
+
 /// One output row from three padded rows starting at `rows[0]`, `rows[wp]`, `rows[2 * wp]`.
 fn scalar_row(rows: &[f32], wp: usize, stride: usize, params: &[f32; 12], out_row: &mut [f32]) {
     for (ox, out) in out_row.iter_mut().enumerate() {
@@ -280,6 +310,68 @@ mod neon {
         pub wp_bytes: usize,
         /// Bytes from one output row's first input row to the next one's (stride * wp * 4).
         pub step_bytes: usize,
+    }
+
+    /// Copies `h` rows of `w >= 4` contiguous floats from `src` to rows `dst_stride` bytes
+    /// apart at `dst`: 16 floats per loop step, then 8, 4, and an overlapping last 4.
+    ///
+    /// # Safety
+    /// `src` readable for `h * w` floats, `dst` writable for `w` floats in each of `h`
+    /// rows; `w >= 4`, `h >= 1`.
+    pub unsafe fn copy_plane(
+        src: *const f32,
+        dst: *mut f32,
+        w: usize,
+        h: usize,
+        dst_stride: usize,
+    ) {
+        core::arch::asm!(
+            "1:",
+            "mov {d}, {row}",
+            "mov {k}, {w}",
+            "2:",
+            "subs {k}, {k}, #16",
+            "blt 3f",
+            "vld1.32 {{d0-d3}}, [{s}]!",
+            "vld1.32 {{d4-d7}}, [{s}]!",
+            "vst1.32 {{d0-d3}}, [{d}]!",
+            "vst1.32 {{d4-d7}}, [{d}]!",
+            "b 2b",
+            "3:",
+            "adds {k}, {k}, #8",
+            "blt 4f",
+            "vld1.32 {{d0-d3}}, [{s}]!",
+            "vst1.32 {{d0-d3}}, [{d}]!",
+            "sub {k}, {k}, #8",
+            "4:",
+            "adds {k}, {k}, #4",
+            "blt 5f",
+            "vld1.32 {{d0-d1}}, [{s}]!",
+            "vst1.32 {{d0-d1}}, [{d}]!",
+            "sub {k}, {k}, #4",
+            "5:",
+            // k = left - 4, in -4..=-1; 0 left is k == -4.
+            "adds {k}, {k}, #4",
+            "beq 6f",
+            "rsb {k}, {k}, #4",
+            "sub {s}, {s}, {k}, lsl #2",
+            "sub {d}, {d}, {k}, lsl #2",
+            "vld1.32 {{d0-d1}}, [{s}]!",
+            "vst1.32 {{d0-d1}}, [{d}]",
+            "6:",
+            "add {row}, {row}, {ds}",
+            "subs {h}, {h}, #1",
+            "bne 1b",
+            s = inout(reg) src => _,
+            row = inout(reg) dst => _,
+            h = inout(reg) h => _,
+            w = in(reg) w,
+            ds = in(reg) dst_stride,
+            d = out(reg) _,
+            k = out(reg) _,
+            out("q0") _, out("q1") _, out("q2") _, out("q3") _,
+            options(nostack),
+        );
     }
 
     /// All `oh` output rows of a stride-1 plane: out[x] = sum k[ky][kx] * row_ky[x + kx].
