@@ -7,9 +7,9 @@
 //! `ROWS` output channels by 8 pixels keeps its accumulators in registers, and each step
 //! of `k` loads one row segment of `x` and `ROWS` weights, then multiplies by each weight
 //! as a scalar. Only the constant weights are packed, once, at load time: per block of
-//! `ROWS` output channels, `[k][ROWS]`; when the channels are not a multiple of `ROWS`
-//! the last block overlaps the one before (recomputing rows is cheaper than a scratch
-//! copy).
+//! `ROWS` output channels, `[k][ROWS]`; a remainder of 2 or 4 channels takes one or two
+//! blocks of 4 (a 4 x 8 tile), any other the last block overlapping the one before
+//! (recomputing rows is cheaper than a scratch copy).
 //!
 //! armv7 (Cortex-A9: 16 q registers, no FMA): 6 x 8 tile, 12 q accumulators, 2 q of `x`
 //! and 6 weights in d4-d6 (the by-scalar `vmla` reads only d0-d15): 14 instructions per
@@ -23,8 +23,13 @@
 #[cfg(target_arch = "arm")]
 use super::depthwise::neon_detected;
 
-/// Output channels per tile (the packing block).
+/// Output channels per tile: the tall block, and the short one that covers remainders of
+/// 2 and 4 exactly (every layer of the nine networks has a multiple of 2 channels).
 pub const ROWS: usize = 6;
+const SHORT_ROWS: usize = 4;
+
+/// Floats of a block's epilogue: up to `ROWS` biases, the floor at index `ROWS`, unused.
+const EPILOGUE: usize = 8;
 
 /// Bytes of `x` one column chunk may span (a quarter of the Cortex-A9's L2).
 const CHUNK_BYTES: usize = 256 * 1024;
@@ -74,11 +79,11 @@ pub struct PackedPointwise {
     /// Input channels per group.
     pub depth: usize,
     pub relu: bool,
-    /// Per group, per block of [`ROWS`] output channels (see [`block_starts`]):
-    /// `[depth][ROWS]`.
+    /// The row blocks of one group (the same for every group).
+    blocks: Vec<BlockPlan>,
+    /// Per group, per block: `[depth][height]`.
     packed: Vec<f32>,
-    /// Per group, per block: `ROWS` biases, then the floor (0 or -inf), then one unused
-    /// float: the 8 floats the tile reads at its end.
+    /// Per group, per block: [`EPILOGUE`] floats, biases first, the floor at `ROWS`.
     epilogue: Vec<f32>,
 }
 
@@ -124,19 +129,22 @@ impl PackedPointwise {
         assert!(groups > 0 && rows > 0 && depth > 0);
         assert_eq!(weights.len(), groups * rows * depth);
         assert_eq!(bias.len(), groups * rows);
-        let starts = block_starts(rows);
-        let blocks = starts.len();
-        let mut packed = vec![0f32; groups * blocks * depth * ROWS];
-        let mut epilogue = vec![0f32; groups * blocks * (ROWS + 2)];
+        let blocks = block_plan(rows);
+        let group_floats: usize = blocks.iter().map(|b| b.height * depth).sum();
+        let mut packed = vec![0f32; groups * group_floats];
+        let mut epilogue = vec![0f32; groups * blocks.len() * EPILOGUE];
         let floor = if relu { 0.0 } else { f32::NEG_INFINITY };
+        let mut offset = 0;
         for g in 0..groups {
-            for (b, &first) in starts.iter().enumerate() {
-                let block = &mut packed[(g * blocks + b) * depth * ROWS..][..depth * ROWS];
-                let tail = &mut epilogue[(g * blocks + b) * (ROWS + 2)..][..ROWS + 2];
-                for r in 0..ROWS.min(rows - first) {
-                    let m = g * rows + first + r;
+            for (b, plan) in blocks.iter().enumerate() {
+                let height = plan.height;
+                let block = &mut packed[offset..][..depth * height];
+                offset += depth * height;
+                let tail = &mut epilogue[(g * blocks.len() + b) * EPILOGUE..][..EPILOGUE];
+                for r in 0..height.min(rows - plan.first) {
+                    let m = g * rows + plan.first + r;
                     for (k, &w) in weights[m * depth..][..depth].iter().enumerate() {
-                        block[k * ROWS + r] = w;
+                        block[k * height + r] = w;
                     }
                     tail[r] = bias[m];
                 }
@@ -148,6 +156,7 @@ impl PackedPointwise {
             rows,
             depth,
             relu,
+            blocks,
             packed,
             epilogue,
         }
@@ -183,7 +192,6 @@ impl PackedPointwise {
         let tiles = column_tiles(imp, pixels);
         // Tiles are at most 8 pixels wide.
         let per_chunk = (CHUNK_BYTES / (4 * self.depth * 8)).max(1);
-        let starts = block_starts(self.rows);
         for (x, out) in input
             .chunks_exact(image_in)
             .zip(output.chunks_exact_mut(image_out))
@@ -191,20 +199,23 @@ impl PackedPointwise {
             for g in 0..self.groups {
                 let x = &x[g * self.depth * pixels..][..self.depth * pixels];
                 let out = &mut out[g * self.rows * pixels..][..self.rows * pixels];
+                let group_floats: usize = self.blocks.iter().map(|b| b.height * self.depth).sum();
+                let packed = &self.packed[g * group_floats..][..group_floats];
                 for chunk in tiles.chunks(per_chunk) {
-                    for (b, &first) in starts.iter().enumerate() {
-                        let block = g * starts.len() + b;
-                        let weights =
-                            &self.packed[block * self.depth * ROWS..][..self.depth * ROWS];
-                        let epilogue = &self.epilogue[block * (ROWS + 2)..][..ROWS + 2];
-                        let rows = ROWS.min(self.rows - first);
-                        let out = &mut out[first * pixels..];
+                    let mut offset = 0;
+                    for (b, plan) in self.blocks.iter().enumerate() {
+                        let height = plan.height;
+                        let weights = &packed[offset..][..self.depth * height];
+                        offset += self.depth * height;
+                        let e = (g * self.blocks.len() + b) * EPILOGUE;
                         let block = Block {
                             weights,
-                            epilogue,
+                            epilogue: &self.epilogue[e..][..EPILOGUE],
                             depth: self.depth,
-                            rows,
+                            height,
+                            rows: height.min(self.rows - plan.first),
                         };
+                        let out = &mut out[plan.first * pixels..];
                         block.run(x, pixels, chunk, out);
                     }
                 }
@@ -213,18 +224,40 @@ impl PackedPointwise {
     }
 }
 
-/// First output channel of each block of [`ROWS`]: consecutive blocks, the last one
-/// overlapping the one before (recomputing rows rather than padding them) once there are
-/// at least `ROWS` rows; a single zero-padded block below that.
-fn block_starts(rows: usize) -> Vec<usize> {
-    if rows <= ROWS {
-        return vec![0];
+/// Where a block of output channels starts and how many rows its tile has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct BlockPlan {
+    first: usize,
+    height: usize,
+}
+
+/// Row blocks covering `rows` output channels: tall blocks, then one or two short ones for
+/// a remainder of 4 or 2, so that nothing is recomputed; other remainders end with a tall
+/// block overlapping the one before (recomputing rows is cheaper than a scratch copy).
+/// Fewer rows than a block: one zero-padded block.
+fn block_plan(rows: usize) -> Vec<BlockPlan> {
+    let block = |first, height| BlockPlan { first, height };
+    if rows <= SHORT_ROWS {
+        return vec![block(0, SHORT_ROWS)];
     }
-    let mut starts: Vec<usize> = (0..rows / ROWS).map(|b| b * ROWS).collect();
-    if !rows.is_multiple_of(ROWS) {
-        starts.push(rows - ROWS);
+    if rows < ROWS {
+        return vec![block(0, ROWS)];
     }
-    starts
+    let (tall, short) = match rows % ROWS {
+        4 => (rows / ROWS, 1),
+        2 if rows >= 2 * SHORT_ROWS => (rows / ROWS - 1, 2),
+        _ => (rows / ROWS, 0),
+    };
+    let mut plan: Vec<BlockPlan> = (0..tall).map(|b| block(b * ROWS, ROWS)).collect();
+    let mut first = tall * ROWS;
+    for _ in 0..short {
+        plan.push(block(first, SHORT_ROWS));
+        first += SHORT_ROWS;
+    }
+    if first < rows {
+        plan.push(block(rows - ROWS, ROWS));
+    }
+    plan
 }
 
 /// One packed block of output channels, as the tiles see it.
@@ -232,7 +265,9 @@ struct Block<'a> {
     weights: &'a [f32],
     epilogue: &'a [f32],
     depth: usize,
-    /// Valid rows: `ROWS`, or fewer in a zero-padded single block.
+    /// Rows of the tile: [`ROWS`] or [`SHORT_ROWS`].
+    height: usize,
+    /// Valid rows: `height`, or fewer in a zero-padded single block.
     rows: usize,
 }
 
@@ -279,16 +314,19 @@ impl Block<'_> {
             x_stride: pixels * 4,
             out_stride: out_stride * 4,
         };
-        let kernel = match tile.kind {
-            TileKind::Wide => neon::tiles_6x8,
-            TileKind::Half => neon::tiles_6x4,
-            _ => neon::tiles_6x1,
+        let kernel = match (self.height, tile.kind) {
+            (ROWS, TileKind::Wide) => neon::tiles_6x8,
+            (ROWS, TileKind::Half) => neon::tiles_6x4,
+            (ROWS, _) => neon::tiles_6x1,
+            (_, TileKind::Wide) => neon::tiles_4x8,
+            (_, TileKind::Half) => neon::tiles_4x4,
+            _ => neon::tiles_4x1,
         };
-        if self.rows == ROWS {
-            assert!(out.len() >= (ROWS - 1) * pixels + end);
-            // SAFETY: the reads stay inside x and the writes (ROWS rows of columns
+        if self.rows == self.height {
+            assert!(out.len() >= (self.height - 1) * pixels + end);
+            // SAFETY: the reads stay inside x and the writes (height rows of columns
             // start..end, `pixels` apart) inside out, both asserted above; the weight
-            // block holds depth * ROWS floats and the epilogue ROWS + 2.
+            // block holds depth * height floats and the epilogue EPILOGUE.
             unsafe {
                 let x = x.as_ptr().add(tile.start);
                 kernel(&args(pixels), x, out.as_mut_ptr().add(tile.start), count);
@@ -298,7 +336,7 @@ impl Block<'_> {
         for t in 0..count {
             let start = tile.start + t * 8;
             let mut scratch = [0f32; ROWS * 8];
-            // SAFETY: reads as above; writes ROWS rows of at most 8 floats, 8 apart.
+            // SAFETY: reads as above; writes at most ROWS rows of at most 8 floats, 8 apart.
             unsafe { kernel(&args(8), x.as_ptr().add(start), scratch.as_mut_ptr(), 1) };
             for r in 0..self.rows {
                 out[r * pixels + start..][..cols].copy_from_slice(&scratch[r * 8..][..cols]);
@@ -383,7 +421,7 @@ fn scalar_tile(block: &Block, x: &[f32], pixels: usize, cols: usize, out: &mut [
         for c in 0..cols {
             let mut acc = block.epilogue[r];
             for k in 0..block.depth {
-                acc += block.weights[k * ROWS + r] * x[k * pixels + c];
+                acc += block.weights[k * block.height + r] * x[k * pixels + c];
             }
             out[r * pixels + c] = acc.max(floor);
         }
@@ -602,6 +640,103 @@ mod neon {
         "4",
         ["q0", "q1", "q2", "q3", "q4", "q5"]
     );
+
+    tile_loop!(
+        tiles_4x8,
+        concat!(
+            "vld1.32 {{d0-d3}}, [{xa}], {xs}\n",
+            "vld1.32 {{d4-d5}}, [{wa}]!\n",
+            "vmla.f32 q4, q0, d4[0]\n",
+            "vmla.f32 q5, q1, d4[0]\n",
+            "vmla.f32 q6, q0, d4[1]\n",
+            "vmla.f32 q7, q1, d4[1]\n",
+            "vmla.f32 q8, q0, d5[0]\n",
+            "vmla.f32 q9, q1, d5[0]\n",
+            "vmla.f32 q10, q0, d5[1]\n",
+            "vmla.f32 q11, q1, d5[1]\n",
+        ),
+        concat!(
+            "vld1.32 {{d0-d1}}, [{t}]\n",
+            "vdup.32 q4, d0[0]\n",
+            "vdup.32 q5, d0[0]\n",
+            "vdup.32 q6, d0[1]\n",
+            "vdup.32 q7, d0[1]\n",
+            "vdup.32 q8, d1[0]\n",
+            "vdup.32 q9, d1[0]\n",
+            "vdup.32 q10, d1[1]\n",
+            "vdup.32 q11, d1[1]\n",
+        ),
+        concat!(
+            "vmax.f32 q4, q4, q0\n",
+            "vmax.f32 q5, q5, q0\n",
+            "vmax.f32 q6, q6, q0\n",
+            "vmax.f32 q7, q7, q0\n",
+            "vmax.f32 q8, q8, q0\n",
+            "vmax.f32 q9, q9, q0\n",
+            "vmax.f32 q10, q10, q0\n",
+            "vmax.f32 q11, q11, q0\n",
+        ),
+        concat!(
+            "vst1.32 {{d8-d11}}, [{xa}], {ka}\n",
+            "vst1.32 {{d12-d15}}, [{xa}], {ka}\n",
+            "vst1.32 {{d16-d19}}, [{xa}], {ka}\n",
+            "vst1.32 {{d20-d23}}, [{xa}], {ka}\n",
+        ),
+        "32",
+        ["q0", "q1", "q2", "q3", "q4", "q5", "q6", "q7", "q8", "q9", "q10", "q11"]
+    );
+
+    tile_loop!(
+        tiles_4x4,
+        concat!(
+            "vld1.32 {{d0-d1}}, [{xa}], {xs}\n",
+            "vld1.32 {{d4-d5}}, [{wa}]!\n",
+            "vmla.f32 q4, q0, d4[0]\n",
+            "vmla.f32 q6, q0, d4[1]\n",
+            "vmla.f32 q8, q0, d5[0]\n",
+            "vmla.f32 q10, q0, d5[1]\n",
+        ),
+        concat!(
+            "vld1.32 {{d0-d1}}, [{t}]\n",
+            "vdup.32 q4, d0[0]\n",
+            "vdup.32 q6, d0[1]\n",
+            "vdup.32 q8, d1[0]\n",
+            "vdup.32 q10, d1[1]\n",
+        ),
+        concat!(
+            "vmax.f32 q4, q4, q0\n",
+            "vmax.f32 q6, q6, q0\n",
+            "vmax.f32 q8, q8, q0\n",
+            "vmax.f32 q10, q10, q0\n",
+        ),
+        concat!(
+            "vst1.32 {{d8-d9}}, [{xa}], {ka}\n",
+            "vst1.32 {{d12-d13}}, [{xa}], {ka}\n",
+            "vst1.32 {{d16-d17}}, [{xa}], {ka}\n",
+            "vst1.32 {{d20-d21}}, [{xa}], {ka}\n",
+        ),
+        "16",
+        ["q0", "q1", "q2", "q3", "q4", "q6", "q8", "q10"]
+    );
+
+    tile_loop!(
+        tiles_4x1,
+        concat!(
+            "vld1.32 {{d0[0]}}, [{xa}], {xs}\n",
+            "vld1.32 {{d4-d5}}, [{wa}]!\n",
+            "vmla.f32 q4, q2, d0[0]\n",
+        ),
+        "vld1.32 {{d8-d9}}, [{t}]\n",
+        "vmax.f32 q4, q4, q0\n",
+        concat!(
+            "vst1.32 {{d8[0]}}, [{xa}], {ka}\n",
+            "vst1.32 {{d8[1]}}, [{xa}], {ka}\n",
+            "vst1.32 {{d9[0]}}, [{xa}], {ka}\n",
+            "vst1.32 {{d9[1]}}, [{xa}], {ka}\n",
+        ),
+        "4",
+        ["q0", "q1", "q2", "q3", "q4"]
+    );
 }
 
 #[cfg(test)]
@@ -689,11 +824,29 @@ mod tests {
     fn awkward_sizes_match_reference() {
         // Output channels off the 6-row block, depths odd and even, maps of 1, 2 (2x1),
         // 4 (2x2), 7, 9, 12, 49 (7x7) and 196 (14x14) pixels for every tail case.
-        for &rows in &[1, 5, 6, 7, 13, 16] {
+        for &rows in &[1, 2, 4, 5, 6, 7, 8, 10, 13, 14, 16] {
             for &depth in &[1, 2, 3, 6, 8, 17] {
                 for &pixels in &[1, 2, 3, 4, 5, 7, 8, 9, 12, 15, 49, 196] {
                     check(1, rows, depth, pixels, 1);
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn row_blocks_cover_every_channel_and_recompute_none_when_even() {
+        for rows in 1..=64 {
+            let plan = block_plan(rows);
+            let mut covered = vec![0; rows];
+            for b in &plan {
+                assert!(b.height == ROWS || b.height == SHORT_ROWS);
+                let end = (b.first + b.height).min(rows);
+                covered[b.first..end].iter_mut().for_each(|c| *c += 1);
+            }
+            assert!(covered.iter().all(|&c| c >= 1), "{rows}: {plan:?}");
+            if rows % 2 == 0 && rows >= SHORT_ROWS {
+                assert!(covered.iter().all(|&c| c == 1), "{rows}: {plan:?}");
+                assert_eq!(plan.iter().map(|b| b.height).sum::<usize>(), rows);
             }
         }
     }
