@@ -5,7 +5,8 @@ mod edge_engine_support;
 
 use edge_engine_support::{pattern, GraphBuilder};
 use edge_runtime::engine::{
-    rewrite_with, EdgeConv3x3s2, EdgeDepthwise3x3, EdgePointwise, RewriteOptions, RewriteSummary,
+    rewrite_with, EdgeConv3x3s2, EdgeDepthwise3x3, EdgePointwise, EdgePoolLinear, RewriteOptions,
+    RewriteSummary,
 };
 use tract_onnx::prelude::*;
 
@@ -41,12 +42,14 @@ fn run(model: TypedModel, input: &Tensor) -> Vec<f32> {
 const TRACT_GEMMS: RewriteOptions = RewriteOptions {
     pointwise: false,
     conv3x3_stride2: false,
+    pool_linear: false,
 };
 
 /// Every kernel of ours, on any CPU (the scalar tiles off NEON).
 const ALL_KERNELS: RewriteOptions = RewriteOptions {
     pointwise: true,
     conv3x3_stride2: true,
+    pool_linear: true,
 };
 
 /// [`compare_with`] using tract's GEMMs.
@@ -78,6 +81,11 @@ fn compare_with(bytes: &[u8], input_shape: &[usize], options: RewriteOptions) ->
         count(|n| n.op_is::<EdgeConv3x3s2>()),
         summary.conv3x3_stride2,
         "EdgeConv3x3s2 nodes after into_optimized"
+    );
+    assert_eq!(
+        count(|n| n.op_is::<EdgePoolLinear>()),
+        summary.pool_linear,
+        "EdgePoolLinear nodes after into_optimized"
     );
     let got = run(edge, &input);
     assert_eq!(got.len(), expected.len());
@@ -295,4 +303,31 @@ fn convolutions_outside_our_kernels_stay_with_tract() {
             ..RewriteSummary::default()
         }
     );
+}
+
+/// The head as the exports write it (average pool over the whole map, flatten, `Gemm`
+/// with `transB = 1`, with or without bias): one EdgePoolLinear; a pool that does not
+/// cover the map stays tract's.
+#[test]
+fn average_pool_and_classifier_run_as_one_head() {
+    for (global, bias, size) in [(false, true, 7), (true, false, 7), (false, true, 5)] {
+        let mut g = GraphBuilder::new(13);
+        let x = g.conv("input", 3, 24, 1, 1, 1, true);
+        let x = g.relu(&x);
+        let x = if global {
+            g.global_average_pool(&x)
+        } else {
+            g.average_pool(&x, 5)
+        };
+        let x = g.flatten(&x);
+        let y = g.linear(&x, 24, 37, bias);
+        let bytes = g.build("input", &[1, 3, size, size], &y);
+        let summary = compare_with(&bytes, &[1, 3, size, size], ALL_KERNELS);
+        let covers_map = global || size == 5;
+        assert_eq!(
+            summary.pool_linear, covers_map as usize,
+            "global {global} bias {bias} size {size}"
+        );
+        assert_eq!(summary.pointwise, 1);
+    }
 }

@@ -10,15 +10,20 @@
 
 pub mod depthwise;
 pub mod elementwise;
+pub mod head;
 pub mod maxpool;
 pub mod pointwise;
 
 pub use depthwise::EdgeDepthwise3x3;
 pub use elementwise::{EdgeAddRelu, EdgeBiasRelu, EdgeRelu};
+pub use head::EdgePoolLinear;
 pub use maxpool::EdgeMaxPool3x3;
 pub use pointwise::{EdgeConv3x3s2, EdgePointwise};
 
-use crate::kernels::{Conv3x3s2Impl, PackedConv3x3s2, PackedPointwise, PointwiseImpl};
+use crate::kernels::{
+    Conv3x3s2Impl, PackedConv3x3s2, PackedPointwise, PackedPoolLinear, PointwiseImpl,
+    PoolLinearImpl,
+};
 
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::{OptBinByScalar, TypedBinOp};
@@ -50,6 +55,8 @@ pub struct RewriteSummary {
     pub pointwise: usize,
     /// 3x3 stride-2 convolutions (the first layer) on [`EdgeConv3x3s2`].
     pub conv3x3_stride2: usize,
+    /// Global average pool + classifier heads on [`EdgePoolLinear`].
+    pub pool_linear: usize,
 }
 
 /// Which of our kernels [`rewrite_with`] may use where tract has its own.
@@ -61,6 +68,8 @@ pub struct RewriteOptions {
     pub pointwise: bool,
     /// 3x3 stride-2 convolutions on [`EdgeConv3x3s2`]; likewise only with a vector path.
     pub conv3x3_stride2: bool,
+    /// The average pool and classifier on [`EdgePoolLinear`]; likewise.
+    pub pool_linear: bool,
 }
 
 impl Default for RewriteOptions {
@@ -68,6 +77,7 @@ impl Default for RewriteOptions {
         RewriteOptions {
             pointwise: PointwiseImpl::best() != PointwiseImpl::Scalar,
             conv3x3_stride2: Conv3x3s2Impl::best() != Conv3x3s2Impl::Scalar,
+            pool_linear: PoolLinearImpl::best() != PoolLinearImpl::Scalar,
         }
     }
 }
@@ -132,6 +142,9 @@ pub fn rewrite_with(
         }
         if options.conv3x3_stride2 && conv3x3_stride2(&mut model, id)? {
             summary.conv3x3_stride2 += 1;
+        }
+        if options.pool_linear && pool_linear(&mut model, id)? {
+            summary.pool_linear += 1;
         }
     }
     model.compact()?;
@@ -538,6 +551,170 @@ fn conv3x3_stride2(model: &mut TypedModel, id: usize) -> TractResult<bool> {
     patch.shunt_outside(model, relu.unwrap_or(conv_out), wire)?;
     patch.apply(model)?;
     Ok(true)
+}
+
+/// The head: an average over each whole plane, then the classifier (`EinSum` with
+/// constant `[classes, channels]` weights: ONNX `Gemm` with `transB = 1` after a
+/// `Flatten`), and the bias `Add` that may follow: one [`EdgePoolLinear`]. The average is
+/// ONNX `AveragePool` with the map as its window (tract's normalised `SumPool`) or
+/// `GlobalAveragePool` (tract's `Reduce<Sum>` over the map, then a `Mul` by `1 / (h w)`).
+/// Matched from the classifier, the node this visits.
+fn pool_linear(model: &mut TypedModel, id: usize) -> TractResult<bool> {
+    use tract_onnx::tract_core::ops::einsum::EinSum;
+    let linear = model.node(id);
+    let Some(einsum) = linear.op_as::<EinSum>() else {
+        return Ok(false);
+    };
+    if !matches!(
+        einsum.axes.to_string().as_str(),
+        "mkba,nk->mn" | "kba,nk->mn"
+    ) || linear.inputs.len() != 2
+        || einsum.q_params.is_some()
+        || einsum.operating_dt != f32::datum_type()
+    {
+        return Ok(false);
+    }
+    let Some(weights) = model.outlet_fact(linear.inputs[1])?.konst.clone() else {
+        return Ok(false);
+    };
+    let [classes, channels] = *weights.shape() else {
+        return Ok(false);
+    };
+    let Some(data) = plane_average_input(model, linear.inputs[0])? else {
+        return Ok(false);
+    };
+    let x = model.outlet_fact(data)?;
+    if x.shape[x.rank() - 3].to_usize().ok() != Some(channels)
+        || classes == 0
+        || weights.datum_type() != f32::datum_type()
+        || x.datum_type != f32::datum_type()
+    {
+        return Ok(false);
+    }
+    // The bias: an `Add` of a constant broadcasting along the classes, if it follows.
+    let logits = OutletId::new(id, 0);
+    let mut bias = vec![0f32; classes];
+    let mut tail = logits;
+    if let (false, [add_inlet]) = (
+        model.outputs.contains(&logits),
+        model.outlet_successors(logits),
+    ) {
+        let add = model.node(add_inlet.node);
+        let is_add = add.op_as::<TypedBinOp>().is_some_and(|b| b.0.is::<Add>());
+        let other = add.inputs.get(1 - add_inlet.slot.min(1)).copied();
+        let konst = match other {
+            Some(o) if is_add => model.outlet_fact(o)?.konst.clone(),
+            _ => None,
+        };
+        let same_shape =
+            model.outlet_fact(add.id.into())?.shape == model.outlet_fact(logits)?.shape;
+        if let (Some(konst), true) = (konst, same_shape) {
+            if let Some(values) = broadcast_per_channel(&konst, classes, 0)? {
+                bias = values;
+                tail = OutletId::new(add.id, 0);
+            }
+        }
+    }
+    let kernel = PackedPoolLinear::new(
+        weights.try_as_plain_ram()?.as_slice::<f32>()?,
+        &bias,
+        channels,
+        classes,
+    );
+    let name = linear.name.clone();
+    let mut patch = TypedModelPatch::new(format!("edge pool+linear {name}"));
+    let input = patch.tap_model(model, data)?;
+    let op = EdgePoolLinear {
+        kernel: Arc::new(kernel),
+    };
+    let wire = patch.wire_node(format!("{name}.edge_pool_linear"), op, &[input])?[0];
+    patch.shunt_outside(model, tail, wire)?;
+    patch.apply(model)?;
+    Ok(true)
+}
+
+/// If `pooled` is the average of every plane of an f32 `(N)CHW` tensor (N = 1), used only
+/// by its one consumer, the tensor averaged.
+fn plane_average_input(model: &TypedModel, pooled: OutletId) -> TractResult<Option<OutletId>> {
+    use tract_onnx::tract_core::ops::cnn::SumPool;
+    use tract_onnx::tract_core::ops::nn::{Reduce, Reducer};
+    let only_consumer = |outlet: OutletId| {
+        model.outlet_successors(outlet).len() == 1 && !model.outputs.contains(&outlet)
+    };
+    if !only_consumer(pooled) {
+        return Ok(None);
+    }
+    let node = model.node(pooled.node);
+    let (data, scale) = if let Some(pool) = node.op_as::<SumPool>() {
+        let spec = &pool.pool_spec;
+        let x = model.outlet_fact(node.inputs[0])?;
+        let rank = x.rank();
+        let map: Option<Vec<usize>> = (rank >= 3)
+            .then(|| {
+                x.shape[rank - 2..]
+                    .iter()
+                    .map(|d| d.to_usize().ok())
+                    .collect()
+            })
+            .flatten();
+        let unpadded = (0..2).all(|d| spec.padding.valid_dim(d, true));
+        if !pool.normalize
+            || !matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
+            || spec.data_format.has_n() != (rank == 4)
+            || map.as_deref() != Some(&spec.kernel_shape[..])
+            || !unpadded
+        {
+            return Ok(None);
+        }
+        (node.inputs[0], 1.0)
+    } else if let Some(mul) = node.op_as::<TypedBinOp>() {
+        // GlobalAveragePool: Mul(Reduce<Sum>(x, [h, w]), 1 / (h w)).
+        if !mul.0.is::<Mul>() || node.inputs.len() != 2 {
+            return Ok(None);
+        }
+        let Some((sum, konst)) = [0, 1].into_iter().find_map(|slot| {
+            let konst = model
+                .outlet_fact(node.inputs[1 - slot])
+                .ok()?
+                .konst
+                .clone()?;
+            Some((node.inputs[slot], konst))
+        }) else {
+            return Ok(None);
+        };
+        let reduce_node = model.node(sum.node);
+        let Some(reduce) = reduce_node.op_as::<Reduce>() else {
+            return Ok(None);
+        };
+        let x = model.outlet_fact(reduce_node.inputs[0])?;
+        let rank = x.rank();
+        let Ok(scale) = konst.cast_to_scalar::<f32>() else {
+            return Ok(None);
+        };
+        let plane = x.shape[rank.saturating_sub(2)..]
+            .iter()
+            .map(|d| d.to_usize().ok())
+            .product::<Option<usize>>();
+        if reduce.reducer != Reducer::Sum
+            || !(rank == 3 || rank == 4)
+            || *reduce.axes != [rank - 2, rank - 1]
+            || !only_consumer(sum)
+            || konst.len() != 1
+            || plane.is_none_or(|p| p == 0)
+        {
+            return Ok(None);
+        }
+        (reduce_node.inputs[0], scale * plane.unwrap() as f32)
+    } else {
+        return Ok(None);
+    };
+    let x = model.outlet_fact(data)?;
+    let rank = x.rank();
+    // A plain mean (the constant really is 1 / (h w)), over one image.
+    if (scale - 1.0).abs() > 1e-6 || !(rank == 3 || (rank == 4 && x.shape[0].is_one())) {
+        return Ok(None);
+    }
+    Ok(Some(data))
 }
 
 /// tract's declutter turns a plain 1x1 convolution into `EinSum` (`IHW,OI->OHW`, with a

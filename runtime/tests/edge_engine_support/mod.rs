@@ -173,6 +173,33 @@ impl GraphBuilder {
         self.node("Add", vec![a.into(), b.into()], vec![])
     }
 
+    /// AveragePool with a `kernel`x`kernel` window and stride, no padding.
+    pub fn average_pool(&mut self, x: &str, kernel: usize) -> String {
+        let k = kernel as i64;
+        self.node(
+            "AveragePool",
+            vec![x.into()],
+            vec![
+                ints_attr("kernel_shape", &[k, k]),
+                ints_attr("strides", &[k, k]),
+            ],
+        )
+    }
+
+    pub fn flatten(&mut self, x: &str) -> String {
+        self.node("Flatten", vec![x.into()], vec![int_attr("axis", 1)])
+    }
+
+    /// A classifier as the exports write it: `Gemm` with `transB = 1`.
+    pub fn linear(&mut self, x: &str, inputs: usize, outputs: usize, with_bias: bool) -> String {
+        let w = self.random_init("fc", &[outputs, inputs], (3.0 / inputs as f32).sqrt(), 0.0);
+        let mut args = vec![x.to_string(), w];
+        if with_bias {
+            args.push(self.random_init("fcb", &[outputs], 0.2, 0.0));
+        }
+        self.node("Gemm", args, vec![int_attr("transB", 1)])
+    }
+
     pub fn global_average_pool(&mut self, x: &str) -> String {
         self.node("GlobalAveragePool", vec![x.into()], vec![])
     }

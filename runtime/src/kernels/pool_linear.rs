@@ -1,0 +1,394 @@
+//! The networks' head: a global average pool over each channel's plane, then the fully
+//! connected classifier, `logits[n] = bias[n] + sum_k w[n][k] * mean(x[k])`, in one op.
+//!
+//! tract runs the pool as a scalar loop (about 7 instructions per input float on armv7)
+//! and the classifier as a one-column matmul through its packing path. Here the mean of
+//! each plane is a NEON sum, and the classifier keeps 16 logits in four q registers while
+//! it walks `k`: its weights are packed once as `[class tile][k][16]`, so each step of `k`
+//! is two contiguous loads and four multiply-adds by the pooled value as a scalar.
+
+#[cfg(target_arch = "arm")]
+use super::depthwise::neon_detected;
+
+/// Logits per tile.
+const TILE: usize = 16;
+
+/// Which code path runs the head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PoolLinearImpl {
+    Scalar,
+    /// armv7 NEON (inline assembly).
+    Neon,
+}
+
+impl PoolLinearImpl {
+    /// The fastest path this CPU supports.
+    pub fn best() -> PoolLinearImpl {
+        if PoolLinearImpl::Neon.is_available() {
+            PoolLinearImpl::Neon
+        } else {
+            PoolLinearImpl::Scalar
+        }
+    }
+
+    /// Whether this path can run on this CPU.
+    pub fn is_available(self) -> bool {
+        match self {
+            PoolLinearImpl::Scalar => true,
+            PoolLinearImpl::Neon => {
+                #[cfg(target_arch = "arm")]
+                {
+                    neon_detected()
+                }
+                #[cfg(not(target_arch = "arm"))]
+                {
+                    false
+                }
+            }
+        }
+    }
+}
+
+/// A classifier's constant weights and bias, packed for the tiles.
+#[derive(Clone)]
+pub struct PackedPoolLinear {
+    /// Input channels (`k`).
+    pub channels: usize,
+    /// Logits (`n`).
+    pub classes: usize,
+    /// Per tile of [`TILE`] classes: `[channels][TILE]` (zero columns pad the last tile).
+    packed: Vec<f32>,
+    /// `classes` rounded up to [`TILE`], zero-padded.
+    bias: Vec<f32>,
+}
+
+/// Bit-for-bit equality (tract compares ops with `Eq`).
+impl PartialEq for PackedPoolLinear {
+    fn eq(&self, other: &Self) -> bool {
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        (self.channels, self.classes) == (other.channels, other.classes)
+            && bits(&self.packed) == bits(&other.packed)
+            && bits(&self.bias) == bits(&other.bias)
+    }
+}
+
+impl Eq for PackedPoolLinear {}
+
+/// Shapes only: graph dumps print ops with `Debug`.
+impl std::fmt::Debug for PackedPoolLinear {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedPoolLinear")
+            .field("channels", &self.channels)
+            .field("classes", &self.classes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PackedPoolLinear {
+    /// `weights` is `[classes, channels]` (ONNX `Gemm` with `transB = 1`), `bias`
+    /// `[classes]`.
+    ///
+    /// Panics on mismatched lengths or a zero dimension (the graph rewrite checks shapes).
+    pub fn new(weights: &[f32], bias: &[f32], channels: usize, classes: usize) -> Self {
+        assert!(channels > 0 && classes > 0);
+        assert_eq!(weights.len(), classes * channels);
+        assert_eq!(bias.len(), classes);
+        let tiles = classes.div_ceil(TILE);
+        let mut packed = vec![0f32; tiles * channels * TILE];
+        for (n, row) in weights.chunks_exact(channels).enumerate() {
+            let tile = &mut packed[n / TILE * channels * TILE..][..channels * TILE];
+            for (k, &w) in row.iter().enumerate() {
+                tile[k * TILE + n % TILE] = w;
+            }
+        }
+        let mut padded_bias = bias.to_vec();
+        padded_bias.resize(tiles * TILE, 0.0);
+        PackedPoolLinear {
+            channels,
+            classes,
+            packed,
+            bias: padded_bias,
+        }
+    }
+
+    /// Runs on `input.len() / (channels * plane)` images of `plane` pixels per channel
+    /// with the fastest available path; `output` holds `classes` logits per image.
+    pub fn run(&self, input: &[f32], plane: usize, output: &mut [f32]) {
+        self.run_with(PoolLinearImpl::best(), input, plane, output)
+    }
+
+    /// Same as [`PackedPoolLinear::run`] with a chosen code path.
+    ///
+    /// Panics if the slice lengths do not match or `imp` is unavailable (callers validate
+    /// shapes first; these are programming errors).
+    pub fn run_with(&self, imp: PoolLinearImpl, input: &[f32], plane: usize, output: &mut [f32]) {
+        assert!(imp.is_available(), "{imp:?} is not available on this CPU");
+        assert!(plane > 0);
+        let image = self.channels * plane;
+        assert_eq!(input.len() % image, 0);
+        assert_eq!(output.len(), input.len() / image * self.classes);
+        let mut pooled = vec![0f32; self.channels];
+        let mut logits = vec![0f32; self.bias.len()];
+        for (x, out) in input
+            .chunks_exact(image)
+            .zip(output.chunks_exact_mut(self.classes))
+        {
+            self.pool(imp, x, plane, &mut pooled);
+            self.classify(imp, &pooled, &mut logits);
+            out.copy_from_slice(&logits[..self.classes]);
+        }
+    }
+
+    fn pool(&self, imp: PoolLinearImpl, x: &[f32], plane: usize, pooled: &mut [f32]) {
+        let scale = 1.0 / plane as f32;
+        #[cfg(target_arch = "arm")]
+        if imp == PoolLinearImpl::Neon {
+            assert!(x.len() == pooled.len() * plane);
+            // SAFETY: reads channels * plane floats of x and writes channels floats of
+            // pooled (asserted).
+            unsafe {
+                neon::mean_planes(x.as_ptr(), plane, pooled.len(), scale, pooled.as_mut_ptr())
+            };
+            return;
+        }
+        let _ = imp;
+        for (p, plane) in pooled.iter_mut().zip(x.chunks_exact(plane)) {
+            *p = plane.iter().sum::<f32>() * scale;
+        }
+    }
+
+    fn classify(&self, imp: PoolLinearImpl, pooled: &[f32], logits: &mut [f32]) {
+        let k = self.channels;
+        for (t, out) in logits.chunks_exact_mut(TILE).enumerate() {
+            let weights = &self.packed[t * k * TILE..][..k * TILE];
+            let bias = &self.bias[t * TILE..][..TILE];
+            #[cfg(target_arch = "arm")]
+            if imp == PoolLinearImpl::Neon {
+                // SAFETY: weights hold k * TILE floats, pooled k, bias and out TILE.
+                unsafe {
+                    neon::tile16(
+                        weights.as_ptr(),
+                        pooled.as_ptr(),
+                        k,
+                        bias.as_ptr(),
+                        out.as_mut_ptr(),
+                    )
+                };
+                continue;
+            }
+            let _ = imp;
+            out.copy_from_slice(bias);
+            for (w, &p) in weights.chunks_exact(TILE).zip(pooled) {
+                for (o, &w) in out.iter_mut().zip(w) {
+                    *o += w * p;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "arm")]
+mod neon {
+    /// `out[c] = scale * sum(x[c * plane..][..plane])` for `channels` planes: two vector
+    /// sums of 8 floats per step, the rest one float at a time.
+    ///
+    /// # Safety
+    /// `x` readable for `channels * plane` floats, `out` writable for `channels`;
+    /// `plane >= 1`, `channels >= 1`.
+    pub unsafe fn mean_planes(
+        x: *const f32,
+        plane: usize,
+        channels: usize,
+        scale: f32,
+        out: *mut f32,
+    ) {
+        core::arch::asm!(
+            "1:",
+            "vmov.i32 q0, #0",
+            "vmov.i32 q1, #0",
+            "mov {k}, {plane}",
+            "2:",
+            "subs {k}, {k}, #8",
+            "blt 3f",
+            "vld1.32 {{d4-d7}}, [{x}]!",
+            "vadd.f32 q0, q0, q2",
+            "vadd.f32 q1, q1, q3",
+            "b 2b",
+            "3:",
+            "adds {k}, {k}, #8",
+            "beq 5f",
+            "4:",
+            "vldr s8, [{x}]",
+            "add {x}, {x}, #4",
+            "vadd.f32 s0, s0, s8",
+            "subs {k}, {k}, #1",
+            "bne 4b",
+            "5:",
+            "vadd.f32 q0, q0, q1",
+            "vadd.f32 d0, d0, d1",
+            "vpadd.f32 d0, d0, d0",
+            "vmov s2, {scale}",
+            "vmul.f32 s0, s0, s2",
+            "vstr s0, [{o}]",
+            "add {o}, {o}, #4",
+            "subs {n}, {n}, #1",
+            "bne 1b",
+            x = inout(reg) x => _,
+            o = inout(reg) out => _,
+            n = inout(reg) channels => _,
+            plane = in(reg) plane,
+            scale = in(reg) scale.to_bits(),
+            k = out(reg) _,
+            out("q0") _, out("q1") _, out("q2") _, out("q3") _,
+            options(nostack),
+        );
+    }
+
+    /// One step of `k` for 16 logits (q12-q15) by the pooled value in `$lane`.
+    macro_rules! step16 {
+        ($lane:literal) => {
+            concat!(
+                "vld1.32 {{d4-d7}}, [{w}]!\n",
+                "vld1.32 {{d8-d11}}, [{w}]!\n",
+                "vmla.f32 q12, q2, ",
+                $lane,
+                "\n",
+                "vmla.f32 q13, q3, ",
+                $lane,
+                "\n",
+                "vmla.f32 q14, q4, ",
+                $lane,
+                "\n",
+                "vmla.f32 q15, q5, ",
+                $lane,
+                "\n",
+            )
+        };
+    }
+
+    /// 16 logits: `out = bias + sum_k w[k][..16] * pooled[k]`, `k` unrolled by four.
+    ///
+    /// # Safety
+    /// `w` readable for `k * 16` floats, `pooled` for `k`, `bias` for 16, `out` writable
+    /// for 16; `k >= 1`.
+    pub unsafe fn tile16(
+        w: *const f32,
+        pooled: *const f32,
+        k: usize,
+        bias: *const f32,
+        out: *mut f32,
+    ) {
+        core::arch::asm!(
+            "vld1.32 {{d24-d27}}, [{b}]!",
+            "vld1.32 {{d28-d31}}, [{b}]",
+            // k = 4q + r: r single steps, then q steps of four.
+            "ands {r}, {k}, #3",
+            "beq 2f",
+            "1:",
+            "vld1.32 {{d0[0]}}, [{p}]!",
+            step16!("d0[0]"),
+            "subs {r}, {r}, #1",
+            "bne 1b",
+            "2:",
+            "lsrs {k}, {k}, #2",
+            "beq 4f",
+            "3:",
+            "vld1.32 {{d0-d1}}, [{p}]!",
+            step16!("d0[0]"),
+            step16!("d0[1]"),
+            step16!("d1[0]"),
+            step16!("d1[1]"),
+            "subs {k}, {k}, #1",
+            "bne 3b",
+            "4:",
+            "vst1.32 {{d24-d27}}, [{o}]!",
+            "vst1.32 {{d28-d31}}, [{o}]",
+            w = inout(reg) w => _,
+            p = inout(reg) pooled => _,
+            k = inout(reg) k => _,
+            b = inout(reg) bias => _,
+            o = inout(reg) out => _,
+            r = out(reg) _,
+            out("q0") _, out("q2") _, out("q3") _, out("q4") _, out("q5") _,
+            out("q12") _, out("q13") _, out("q14") _, out("q15") _,
+            options(nostack),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern(len: usize, seed: u32) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(12_345);
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                (state >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    fn check(channels: usize, classes: usize, plane: usize, images: usize) {
+        let weights = pattern(classes * channels, 3 + channels as u32);
+        let bias = pattern(classes, 5);
+        let input = pattern(images * channels * plane, 7 + plane as u32);
+        let mut expected = Vec::new();
+        for x in input.chunks_exact(channels * plane) {
+            let pooled: Vec<f64> = x
+                .chunks_exact(plane)
+                .map(|p| p.iter().map(|&v| v as f64).sum::<f64>() / plane as f64)
+                .collect();
+            for n in 0..classes {
+                let dot: f64 = (0..channels)
+                    .map(|k| weights[n * channels + k] as f64 * pooled[k])
+                    .sum();
+                expected.push((bias[n] as f64 + dot) as f32);
+            }
+        }
+        let packed = PackedPoolLinear::new(&weights, &bias, channels, classes);
+        for imp in [PoolLinearImpl::Scalar, PoolLinearImpl::Neon] {
+            if !imp.is_available() {
+                continue;
+            }
+            let mut got = vec![f32::NAN; expected.len()];
+            packed.run_with(imp, &input, plane, &mut got);
+            for (i, (e, a)) in expected.iter().zip(&got).enumerate() {
+                assert!(
+                    (e - a).abs() <= 1e-5 * (1.0 + e.abs()) * (channels as f32).sqrt(),
+                    "{imp:?} k{channels} n{classes} plane {plane} at {i}: {a} != {e}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn best_path_is_neon_on_armv7() {
+        if cfg!(target_arch = "arm") {
+            assert_eq!(PoolLinearImpl::best(), PoolLinearImpl::Neon);
+        }
+        assert!(PoolLinearImpl::best().is_available());
+    }
+
+    #[test]
+    fn awkward_sizes_match_reference() {
+        // Channels off the unroll of four, classes off the 16-wide tile, planes from one
+        // pixel to 7x7 and 14x14 (vector sums plus a scalar tail).
+        for &channels in &[1, 2, 3, 5, 8, 13, 64] {
+            for &classes in &[1, 7, 16, 17, 40] {
+                for &plane in &[1, 4, 7, 8, 9, 49, 196] {
+                    check(channels, classes, plane, 1);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn batches_and_a_classifier_sized_head() {
+        check(6, 10, 9, 3);
+        check(256, 1000, 49, 1);
+    }
+}
