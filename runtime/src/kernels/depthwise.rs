@@ -93,7 +93,8 @@ impl DepthwiseImpl {
         match self {
             DepthwiseImpl::Scalar => 1,
             DepthwiseImpl::Neon => 4,
-            DepthwiseImpl::Avx2Fma => 8,
+            // 8-wide AVX vectors, or 4-wide SSE ones on narrower rows.
+            DepthwiseImpl::Avx2Fma => 4,
         }
     }
 }
@@ -219,23 +220,26 @@ impl Depthwise3x3 {
                 }
                 continue;
             }
+            // SAFETY: output row oy reads padded rows s*oy..s*oy+2 <= h+1; vector loads
+            // read at most 18 floats past the last needed column of the last row, which
+            // SCRATCH_SLACK covers; out_plane holds oh rows of ow >= 4 floats.
+            #[cfg(target_arch = "x86_64")]
+            if vector && imp == DepthwiseImpl::Avx2Fma {
+                unsafe {
+                    avx2::plane(
+                        padded.as_ptr(),
+                        wp,
+                        s,
+                        &params,
+                        out_plane.as_mut_ptr(),
+                        (oh, ow),
+                    )
+                };
+                continue;
+            }
+            let _ = vector;
             for (oy, out_row) in out_plane.chunks_exact_mut(ow).enumerate() {
-                let base = oy * s * wp;
-                if !vector {
-                    scalar_row(&padded[base..], wp, s, &params, out_row);
-                    continue;
-                }
-                match imp {
-                    // SAFETY: rows base, base+wp, base+2wp exist in `padded` (at most row
-                    // h+1); vector loads read at most 18 floats past the last needed column
-                    // of the last row, which SCRATCH_SLACK covers; out_row has ow >= lanes.
-                    #[cfg(target_arch = "x86_64")]
-                    DepthwiseImpl::Avx2Fma => unsafe {
-                        let rows = padded.as_ptr().add(base);
-                        avx2::row(rows, wp, s, &params, out_row.as_mut_ptr(), ow)
-                    },
-                    _ => scalar_row(&padded[base..], wp, s, &params, out_row),
-                }
+                scalar_row(&padded[oy * s * wp..], wp, s, &params, out_row);
             }
         }
     }
@@ -665,48 +669,102 @@ mod avx2 {
         _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(mixed), 0xD8))
     }
 
-    /// # Safety
-    /// AVX2 and FMA available; `rows` readable for `2 * wp + stride * ow + 18` floats,
-    /// `out` writable for `ow >= 8` floats.
+    /// Even-indexed floats `p[0], p[2], p[4], p[6]`.
+    #[inline]
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn row(
-        rows: *const f32,
+    unsafe fn evens4(p: *const f32) -> __m128 {
+        _mm_shuffle_ps(_mm_loadu_ps(p), _mm_loadu_ps(p.add(4)), 0x88)
+    }
+
+    /// Odd-indexed floats `p[1], p[3], p[5], p[7]`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn odds4(p: *const f32) -> __m128 {
+        _mm_shuffle_ps(_mm_loadu_ps(p), _mm_loadu_ps(p.add(4)), 0xDD)
+    }
+
+    /// All `oh` output rows of one plane: 8-wide vectors, or 4-wide ones when the rows are
+    /// narrower than 8 (FD-MobileNet's 7x7 maps); each row's last vector overlaps the one
+    /// before instead of a scalar tail. The weights are broadcast once per plane.
+    ///
+    /// # Safety
+    /// AVX2 and FMA available; `padded` holds the zero-bordered plane (rows `wp` apart,
+    /// output row `oy` reading rows `stride * oy` to `stride * oy + 2`) plus 18 readable
+    /// floats after the last needed column of the last row; `out` writable for `oh * ow`
+    /// floats; `ow >= 4`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn plane(
+        padded: *const f32,
         wp: usize,
         stride: usize,
         params: &[f32; 12],
         out: *mut f32,
-        ow: usize,
+        (oh, ow): (usize, usize),
     ) {
-        debug_assert!(ow >= 8);
-        let k: [__m256; 9] = std::array::from_fn(|i| _mm256_set1_ps(params[i]));
-        let bias = _mm256_set1_ps(params[9]);
-        let floor = _mm256_set1_ps(params[10]);
-        let mut x = 0;
-        while x < ow {
-            // The last vector overlaps the previous one instead of a scalar tail.
-            let x0 = x.min(ow - 8);
-            let mut acc0 = bias;
-            let mut acc1 = _mm256_setzero_ps();
-            for ky in 0..3 {
-                let row = rows.add(ky * wp);
-                let (v0, v1, v2) = if stride == 1 {
-                    let p = row.add(x0);
-                    (
-                        _mm256_loadu_ps(p),
-                        _mm256_loadu_ps(p.add(1)),
-                        _mm256_loadu_ps(p.add(2)),
-                    )
-                } else {
-                    let p = row.add(2 * x0);
-                    (evens(p), odds(p), evens(p.add(2)))
-                };
-                acc0 = _mm256_fmadd_ps(v0, k[ky * 3], acc0);
-                acc1 = _mm256_fmadd_ps(v1, k[ky * 3 + 1], acc1);
-                acc0 = _mm256_fmadd_ps(v2, k[ky * 3 + 2], acc0);
+        debug_assert!(ow >= 4);
+        if ow >= 8 {
+            let k: [__m256; 9] = std::array::from_fn(|i| _mm256_set1_ps(params[i]));
+            let bias = _mm256_set1_ps(params[9]);
+            let floor = _mm256_set1_ps(params[10]);
+            for oy in 0..oh {
+                let rows = padded.add(oy * stride * wp);
+                let mut x = 0;
+                while x < ow {
+                    let x0 = x.min(ow - 8);
+                    let mut acc0 = bias;
+                    let mut acc1 = _mm256_setzero_ps();
+                    for ky in 0..3 {
+                        let row = rows.add(ky * wp);
+                        let (v0, v1, v2) = if stride == 1 {
+                            let p = row.add(x0);
+                            (
+                                _mm256_loadu_ps(p),
+                                _mm256_loadu_ps(p.add(1)),
+                                _mm256_loadu_ps(p.add(2)),
+                            )
+                        } else {
+                            let p = row.add(2 * x0);
+                            (evens(p), odds(p), evens(p.add(2)))
+                        };
+                        acc0 = _mm256_fmadd_ps(v0, k[ky * 3], acc0);
+                        acc1 = _mm256_fmadd_ps(v1, k[ky * 3 + 1], acc1);
+                        acc0 = _mm256_fmadd_ps(v2, k[ky * 3 + 2], acc0);
+                    }
+                    let acc = _mm256_max_ps(_mm256_add_ps(acc0, acc1), floor);
+                    _mm256_storeu_ps(out.add(oy * ow + x0), acc);
+                    x += 8;
+                }
             }
-            let acc = _mm256_max_ps(_mm256_add_ps(acc0, acc1), floor);
-            _mm256_storeu_ps(out.add(x0), acc);
-            x += 8;
+            return;
+        }
+        let k: [__m128; 9] = std::array::from_fn(|i| _mm_set1_ps(params[i]));
+        let bias = _mm_set1_ps(params[9]);
+        let floor = _mm_set1_ps(params[10]);
+        for oy in 0..oh {
+            let rows = padded.add(oy * stride * wp);
+            for x0 in [0, ow - 4] {
+                let mut acc0 = bias;
+                let mut acc1 = _mm_setzero_ps();
+                for ky in 0..3 {
+                    let row = rows.add(ky * wp);
+                    let (v0, v1, v2) = if stride == 1 {
+                        let p = row.add(x0);
+                        (
+                            _mm_loadu_ps(p),
+                            _mm_loadu_ps(p.add(1)),
+                            _mm_loadu_ps(p.add(2)),
+                        )
+                    } else {
+                        let p = row.add(2 * x0);
+                        (evens4(p), odds4(p), evens4(p.add(2)))
+                    };
+                    acc0 = _mm_fmadd_ps(v0, k[ky * 3], acc0);
+                    acc1 = _mm_fmadd_ps(v1, k[ky * 3 + 1], acc1);
+                    acc0 = _mm_fmadd_ps(v2, k[ky * 3 + 2], acc0);
+                }
+                let acc = _mm_max_ps(_mm_add_ps(acc0, acc1), floor);
+                _mm_storeu_ps(out.add(oy * ow + x0), acc);
+            }
         }
     }
 }
