@@ -40,16 +40,17 @@ pub enum PointwiseImpl {
     Scalar,
     /// armv7 NEON (inline assembly).
     Neon,
+    /// x86-64 AVX2 + FMA (intrinsics).
+    Avx2Fma,
 }
 
 impl PointwiseImpl {
     /// The fastest path this CPU supports.
     pub fn best() -> PointwiseImpl {
-        if PointwiseImpl::Neon.is_available() {
-            PointwiseImpl::Neon
-        } else {
-            PointwiseImpl::Scalar
-        }
+        [PointwiseImpl::Neon, PointwiseImpl::Avx2Fma]
+            .into_iter()
+            .find(|imp| imp.is_available())
+            .unwrap_or(PointwiseImpl::Scalar)
     }
 
     /// Whether this path can run on this CPU.
@@ -66,6 +67,25 @@ impl PointwiseImpl {
                     false
                 }
             }
+            PointwiseImpl::Avx2Fma => {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                {
+                    false
+                }
+            }
+        }
+    }
+
+    /// Columns of a wide and of a half tile, and whether a one-column tile exists.
+    fn tile_widths(self) -> (usize, usize, bool) {
+        match self {
+            PointwiseImpl::Scalar => (8, 8, false),
+            PointwiseImpl::Neon => (8, 4, true),
+            PointwiseImpl::Avx2Fma => (16, 8, false),
         }
     }
 }
@@ -216,7 +236,7 @@ impl PackedPointwise {
                             rows: height.min(self.rows - plan.first),
                         };
                         let out = &mut out[plan.first * pixels..];
-                        block.run(x, pixels, chunk, out);
+                        block.run(imp, x, pixels, chunk, out);
                     }
                 }
             }
@@ -274,28 +294,82 @@ struct Block<'a> {
 impl Block<'_> {
     /// The tiles of one column chunk; `x` and `out` start at column 0 of the block's
     /// input and first output row, both `pixels` wide.
-    fn run(&self, x: &[f32], pixels: usize, tiles: &[Tile], out: &mut [f32]) {
+    fn run(&self, imp: PointwiseImpl, x: &[f32], pixels: usize, tiles: &[Tile], out: &mut [f32]) {
         let mut i = 0;
         while i < tiles.len() {
             let tile = tiles[i];
-            // Consecutive wide tiles go to the assembly in one call.
+            // Consecutive wide tiles go to the kernel in one call.
             let mut run = 1;
             while tile.kind == TileKind::Wide
                 && i + run < tiles.len()
                 && tiles[i + run].kind == TileKind::Wide
-                && tiles[i + run].start == tile.start + run * 8
+                && tiles[i + run].start == tile.start + run * tile.cols
             {
                 run += 1;
             }
             i += run;
-            if let TileKind::Scalar(cols) = tile.kind {
-                scalar_tile(self, &x[tile.start..], pixels, cols, &mut out[tile.start..]);
-                continue;
+            match tile.kind {
+                TileKind::Scalar => {
+                    let out = &mut out[tile.start..];
+                    scalar_tile(self, &x[tile.start..], pixels, tile.cols, out);
+                }
+                #[cfg(target_arch = "x86_64")]
+                _ if imp == PointwiseImpl::Avx2Fma => self.avx2_tiles(x, pixels, tile, run, out),
+                #[cfg(target_arch = "arm")]
+                _ => self.neon_tiles(x, pixels, tile, run, out),
+                #[cfg(not(target_arch = "arm"))]
+                _ => unreachable!("{imp:?} has no vector tiles"),
             }
-            #[cfg(target_arch = "arm")]
-            self.neon_tiles(x, pixels, tile, run, out);
-            #[cfg(not(target_arch = "arm"))]
-            unreachable!("vector tiles come only from a vector path");
+        }
+    }
+
+    /// `count` tiles of `tile.cols` columns from `tile.start`, on AVX2; a block of fewer
+    /// than `height` rows goes through a scratch tile.
+    #[cfg(target_arch = "x86_64")]
+    fn avx2_tiles(&self, x: &[f32], pixels: usize, tile: Tile, count: usize, out: &mut [f32]) {
+        let cols = tile.cols;
+        let end = tile.start + count * cols;
+        assert!(end <= pixels && x.len() >= (self.depth - 1) * pixels + end);
+        let kernel = match (self.height, cols) {
+            (ROWS, 16) => avx2::tile::<ROWS, 2>,
+            (ROWS, _) => avx2::tile::<ROWS, 1>,
+            (_, 16) => avx2::tile::<SHORT_ROWS, 2>,
+            _ => avx2::tile::<SHORT_ROWS, 1>,
+        };
+        let direct = self.rows == self.height;
+        if direct {
+            assert!(out.len() >= (self.height - 1) * pixels + end);
+        }
+        for t in 0..count {
+            let start = tile.start + t * cols;
+            let mut scratch = [0f32; ROWS * 16];
+            let (dst, dst_stride) = if direct {
+                // SAFETY: start + cols <= end, inside out (asserted).
+                (unsafe { out.as_mut_ptr().add(start) }, pixels)
+            } else {
+                (scratch.as_mut_ptr(), 16)
+            };
+            // SAFETY: AVX2 and FMA are available (imp); the tile reads `cols` floats of
+            // each of depth rows of x from `start` (asserted) and the weight block
+            // (depth * height floats) and epilogue, and writes height rows of `cols`
+            // floats at dst, dst_stride apart (asserted, or the scratch tile).
+            unsafe {
+                let x = x.as_ptr().add(start);
+                kernel(
+                    self.weights.as_ptr(),
+                    self.depth,
+                    self.epilogue.as_ptr(),
+                    x,
+                    pixels,
+                    dst,
+                    dst_stride,
+                );
+            }
+            if !direct {
+                for r in 0..self.rows {
+                    out[r * pixels + start..][..cols].copy_from_slice(&scratch[r * 16..][..cols]);
+                }
+            }
         }
     }
 
@@ -303,7 +377,7 @@ impl Block<'_> {
     /// than `ROWS` rows goes through a scratch tile, one tile at a time.
     #[cfg(target_arch = "arm")]
     fn neon_tiles(&self, x: &[f32], pixels: usize, tile: Tile, count: usize, out: &mut [f32]) {
-        let cols = tile.kind.cols();
+        let cols = tile.cols;
         let end = tile.start + (count - 1) * 8 + cols;
         // x holds depth rows of `pixels`; the tiles read columns start..end of each.
         assert!(end <= pixels && x.len() >= (self.depth - 1) * pixels + end);
@@ -349,65 +423,51 @@ impl Block<'_> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Tile {
     start: usize,
+    cols: usize,
     kind: TileKind,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum TileKind {
-    /// 8 columns (two vectors).
+    /// Two vectors (8 columns on NEON, 16 on AVX2).
     Wide,
-    /// 4 columns (one vector).
+    /// One vector.
     Half,
-    /// 1 column (the weights as vectors, the pixel as the scalar).
+    /// One column: the weights as vectors, the pixel as the scalar (NEON).
     Single,
-    /// Up to 8 columns in plain Rust.
-    Scalar(usize),
-}
-
-impl TileKind {
-    #[cfg(target_arch = "arm")]
-    fn cols(self) -> usize {
-        match self {
-            TileKind::Wide => 8,
-            TileKind::Half => 4,
-            TileKind::Single => 1,
-            TileKind::Scalar(cols) => cols,
-        }
-    }
+    /// Plain Rust.
+    Scalar,
 }
 
 /// Column tiles covering `0..pixels`: wide tiles, then the rest with as little recomputed
 /// as the tile shapes allow, overlapping backwards rather than running past the last
-/// pixel (one column: a single tile; up to 4: a half tile; more: a wide one). Without a
-/// vector path, scalar tiles of up to 8.
+/// pixel (one column: a single tile where there is one; up to a vector: a half tile;
+/// more: a wide one). Maps narrower than a vector without single tiles, and paths
+/// without vectors, take scalar tiles of up to 8.
 fn column_tiles(imp: PointwiseImpl, pixels: usize) -> Vec<Tile> {
-    let tile = |start, kind| Tile { start, kind };
-    if imp == PointwiseImpl::Scalar {
+    let tile = |start, cols, kind| Tile { start, cols, kind };
+    let (wide, half, single) = imp.tile_widths();
+    if imp == PointwiseImpl::Scalar || (!single && pixels < half) {
         return (0..pixels)
             .step_by(8)
-            .map(|start| tile(start, TileKind::Scalar(8.min(pixels - start))))
+            .map(|start| tile(start, 8.min(pixels - start), TileKind::Scalar))
             .collect();
     }
-    let mut tiles: Vec<Tile> = (0..pixels / 8)
-        .map(|t| tile(t * 8, TileKind::Wide))
+    let mut tiles: Vec<Tile> = (0..pixels / wide)
+        .map(|t| tile(t * wide, wide, TileKind::Wide))
         .collect();
-    let mut covered = pixels / 8 * 8;
+    let mut covered = pixels / wide * wide;
     while covered < pixels {
         let rest = pixels - covered;
-        let kind = if rest == 1 || pixels < 4 {
-            TileKind::Single
-        } else if rest <= 4 || pixels < 8 {
-            TileKind::Half
+        let (cols, kind) = if single && (rest == 1 || pixels < half) {
+            (1, TileKind::Single)
+        } else if rest <= half || pixels < wide {
+            (half, TileKind::Half)
         } else {
-            TileKind::Wide
-        };
-        let cols = match kind {
-            TileKind::Wide => 8,
-            TileKind::Half => 4,
-            _ => 1,
+            (wide, TileKind::Wide)
         };
         let start = (covered + cols).min(pixels) - cols;
-        tiles.push(tile(start, kind));
+        tiles.push(tile(start, cols, kind));
         covered = start + cols;
     }
     tiles
@@ -424,6 +484,53 @@ fn scalar_tile(block: &Block, x: &[f32], pixels: usize, cols: usize, out: &mut [
                 acc += block.weights[k * block.height + r] * x[k * pixels + c];
             }
             out[r * pixels + c] = acc.max(floor);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// One tile of `H` rows by `V` vectors of 8 pixels: the accumulators (12 at most) and
+    /// the `x` vectors stay in the 16 ymm registers; each step of `k` broadcasts the `H`
+    /// weights in turn.
+    ///
+    /// # Safety
+    /// AVX2 and FMA available; `x` readable for `8 V` floats in each of `depth` rows
+    /// `x_stride` floats apart, `w` for `depth * H`, `epilogue` for `ROWS + 1`; `out`
+    /// writable for `H` rows of `8 V` floats `out_stride` apart.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn tile<const H: usize, const V: usize>(
+        w: *const f32,
+        depth: usize,
+        epilogue: *const f32,
+        x: *const f32,
+        x_stride: usize,
+        out: *mut f32,
+        out_stride: usize,
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); V]; H];
+        for (r, row) in acc.iter_mut().enumerate() {
+            *row = [_mm256_set1_ps(*epilogue.add(r)); V];
+        }
+        let (mut xp, mut wp) = (x, w);
+        for _ in 0..depth {
+            let xv: [__m256; V] = std::array::from_fn(|v| _mm256_loadu_ps(xp.add(8 * v)));
+            for (r, row) in acc.iter_mut().enumerate() {
+                let wr = _mm256_set1_ps(*wp.add(r));
+                for (a, &xv) in row.iter_mut().zip(&xv) {
+                    *a = _mm256_fmadd_ps(xv, wr, *a);
+                }
+            }
+            xp = xp.add(x_stride);
+            wp = wp.add(H);
+        }
+        let floor = _mm256_set1_ps(*epilogue.add(super::ROWS));
+        for (r, row) in acc.iter().enumerate() {
+            for (v, &a) in row.iter().enumerate() {
+                _mm256_storeu_ps(out.add(r * out_stride + 8 * v), _mm256_max_ps(a, floor));
+            }
         }
     }
 }
@@ -796,7 +903,11 @@ mod tests {
             let input = pattern(images * groups * depth * pixels, 1 + pixels as u32);
             let expected = reference(&weights, &bias, groups, rows, depth, relu, &input, pixels);
             let packed = PackedPointwise::new(&weights, &bias, groups, rows, depth, relu);
-            for imp in [PointwiseImpl::Scalar, PointwiseImpl::Neon] {
+            for imp in [
+                PointwiseImpl::Scalar,
+                PointwiseImpl::Neon,
+                PointwiseImpl::Avx2Fma,
+            ] {
                 if !imp.is_available() {
                     continue;
                 }
@@ -818,6 +929,7 @@ mod tests {
             assert_eq!(PointwiseImpl::best(), PointwiseImpl::Neon);
         }
         assert!(PointwiseImpl::best().is_available());
+        assert!(PointwiseImpl::Scalar.is_available());
     }
 
     #[test]
