@@ -5,7 +5,7 @@
 // Both BatchNorm forms are covered: folded into the conv bias (fold_bn) and left as
 // BatchNormalization nodes, which declutter turns into per-channel Mul/Add.
 
-use edge_runtime::engine::{EdgeDepthwise3x3, EdgeRelu};
+use edge_runtime::engine::{EdgeDepthwise3x3, EdgeRelu, RewriteOptions};
 use edge_runtime::{deterministic_input, tensor_to_f32, EdgeModel, Engine, RuntimeOptions};
 use model_zoo::{benchmark_models, model_onnx_bytes, ExportOptions, Family};
 
@@ -75,20 +75,23 @@ fn check_model(name: &str, bytes: &[u8], expected_relu: bool) {
         !op_names.iter().any(|n| n == "OptMaxPool" || n == "MaxPool"),
         "{name}: {op_names:?}"
     );
-    // ShuffleNet's padded 3x3 average pools run on the depthwise kernel; only the global
-    // average pool stays tract's.
-    assert_eq!(
-        op_names.iter().filter(|n| *n == "OptSumPool").count(),
-        1,
-        "{name}: {op_names:?}"
-    );
-    assert!(
-        edge.optimized_model()
-            .nodes()
-            .iter()
-            .any(|n| n.op_is::<EdgeRelu>()),
-        "{name}: {op_names:?}"
-    );
+    // ShuffleNet's padded 3x3 average pools run on the depthwise kernel; the average pool
+    // before the classifier runs with it as one head.
+    let count = |op: &str| op_names.iter().filter(|n| *n == op).count();
+    assert_eq!(count("OptSumPool"), 0, "{name}: {op_names:?}");
+    assert_eq!(count("EdgePoolLinear"), 1, "{name}: {op_names:?}");
+    let kernels = RewriteOptions::default();
+    if kernels.pointwise {
+        // Every 1x1 convolution and the first one on our GEMMs: no tract matmul is left.
+        assert_eq!(count("OptMatMul"), 0, "{name}: {op_names:?}");
+        assert!(count("EdgePointwise") >= 11, "{name}: {op_names:?}");
+    }
+    if kernels.conv3x3_stride2 {
+        assert_eq!(count("EdgeConv3x3s2"), 1, "{name}: {op_names:?}");
+    } else {
+        // The first convolution's ReLU, which tract cannot fuse into its matmul.
+        assert!(count("EdgeRelu") >= 1, "{name}: {op_names:?}");
+    }
 
     let input = deterministic_input(tract.input_shape(), 7);
     let expected = tensor_to_f32(&tract.run(input.clone()).unwrap()).unwrap();

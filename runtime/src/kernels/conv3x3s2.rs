@@ -28,16 +28,17 @@ pub enum Conv3x3s2Impl {
     Scalar,
     /// armv7 NEON (inline assembly).
     Neon,
+    /// x86-64 AVX2 + FMA (intrinsics): 4 channels x 16 pixels.
+    Avx2Fma,
 }
 
 impl Conv3x3s2Impl {
     /// The fastest path this CPU supports.
     pub fn best() -> Conv3x3s2Impl {
-        if Conv3x3s2Impl::Neon.is_available() {
-            Conv3x3s2Impl::Neon
-        } else {
-            Conv3x3s2Impl::Scalar
-        }
+        [Conv3x3s2Impl::Neon, Conv3x3s2Impl::Avx2Fma]
+            .into_iter()
+            .find(|imp| imp.is_available())
+            .unwrap_or(Conv3x3s2Impl::Scalar)
     }
 
     /// Whether this path can run on this CPU.
@@ -54,9 +55,23 @@ impl Conv3x3s2Impl {
                     false
                 }
             }
+            Conv3x3s2Impl::Avx2Fma => {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                {
+                    false
+                }
+            }
         }
     }
 }
+
+/// Zeroed floats after the padded planes: the x86 tile's last load of a row reads one
+/// float past the row (into the next row, or here after the last one).
+const PADDED_SLACK: usize = 16;
 
 /// A 3x3 stride-2 convolution's constant weights and bias, packed for the tiles.
 #[derive(Clone)]
@@ -166,7 +181,7 @@ impl PackedConv3x3s2 {
         assert_eq!(output.len(), input.len() / image_in * image_out);
         let (hp, wp) = (height + 2, width + 2);
         // The borders stay zero; only the interiors are rewritten per image.
-        let mut padded = vec![0f32; self.in_channels * hp * wp];
+        let mut padded = vec![0f32; self.in_channels * hp * wp + PADDED_SLACK];
         for (x, out) in input
             .chunks_exact(image_in)
             .zip(output.chunks_exact_mut(image_out))
@@ -174,7 +189,7 @@ impl PackedConv3x3s2 {
             // The depthwise kernel's plane copy: memcpy per row costs ~3x more on armv7.
             let copy_with = match imp {
                 Conv3x3s2Impl::Neon => DepthwiseImpl::Neon,
-                Conv3x3s2Impl::Scalar => DepthwiseImpl::Scalar,
+                _ => DepthwiseImpl::Scalar,
             };
             for (plane, padded) in x
                 .chunks_exact(height * width)
@@ -210,6 +225,36 @@ impl PackedConv3x3s2 {
             #[cfg(target_arch = "arm")]
             if imp == Conv3x3s2Impl::Neon && ow >= TILE {
                 self.neon_row(weights, epilogue, padded, hp, wp, oy, oh, ow, rows, out);
+                continue;
+            }
+            #[cfg(target_arch = "x86_64")]
+            if imp == Conv3x3s2Impl::Avx2Fma && ow >= 16 {
+                let at = |ox: usize| 2 * oy * wp + 2 * ox;
+                // Input rows 2oy..2oy+2 of every channel, columns up to 2ow + 1 (slack).
+                assert!(2 * oy + 2 < hp && 2 * ow < wp);
+                assert!(padded.len() >= self.in_channels * hp * wp + 2);
+                let starts = (0..ow / 16)
+                    .map(|t| t * 16)
+                    .chain((!ow.is_multiple_of(16)).then_some(ow - 16));
+                for ox in starts {
+                    let mut tile = [0f32; BLOCK * 16];
+                    // SAFETY: AVX2 and FMA are available (imp); reads as asserted above
+                    // (channel planes hp * wp apart), the weights (in_channels * 36 floats)
+                    // and epilogue (8); writes the 64-float tile.
+                    unsafe {
+                        avx2::tile(
+                            padded.as_ptr().add(at(ox)),
+                            (hp * wp, wp),
+                            self.in_channels,
+                            weights.as_ptr(),
+                            epilogue.as_ptr(),
+                            tile.as_mut_ptr(),
+                        )
+                    };
+                    for r in 0..rows {
+                        out[(r * oh + oy) * ow + ox..][..16].copy_from_slice(&tile[r * 16..][..16]);
+                    }
+                }
                 continue;
             }
             let _ = imp;
@@ -284,6 +329,72 @@ impl PackedConv3x3s2 {
                         .copy_from_slice(&scratch[r * TILE..][..TILE]);
                 }
             }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// Even-indexed floats `p[0], p[2], .., p[14]`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn evens(p: *const f32) -> __m256 {
+        let mixed = _mm256_shuffle_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)), 0x88);
+        _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(mixed), 0xD8))
+    }
+
+    /// Odd-indexed floats `p[1], p[3], .., p[15]`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn odds(p: *const f32) -> __m256 {
+        let mixed = _mm256_shuffle_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)), 0xDD);
+        _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(mixed), 0xD8))
+    }
+
+    /// 4 output channels x 16 pixels of one row into `out` (`[4][16]`): per input channel
+    /// and kernel row, the even, odd and shifted even columns are the `kx` = 0, 1, 2
+    /// vectors (8 accumulators).
+    ///
+    /// # Safety
+    /// AVX2 and FMA available; `input` (row 2oy, column 2ox of channel 0) readable for 3
+    /// rows of 34 floats in each of `in_channels` planes (`(plane, row)` strides in
+    /// floats); `weights` for `in_channels * 36` floats, `epilogue` for 5; `out` for 64.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn tile(
+        input: *const f32,
+        (plane, row): (usize, usize),
+        in_channels: usize,
+        weights: *const f32,
+        epilogue: *const f32,
+        out: *mut f32,
+    ) {
+        let mut acc: [[__m256; 2]; 4] =
+            std::array::from_fn(|r| [_mm256_set1_ps(*epilogue.add(r)); 2]);
+        let mut w = weights;
+        for c in 0..in_channels {
+            for ky in 0..3 {
+                let p = input.add(c * plane + ky * row);
+                let taps = [
+                    [evens(p), evens(p.add(16))],
+                    [odds(p), odds(p.add(16))],
+                    [evens(p.add(2)), evens(p.add(18))],
+                ];
+                for tap in &taps {
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let k = _mm256_set1_ps(*w.add(r));
+                        acc[0] = _mm256_fmadd_ps(tap[0], k, acc[0]);
+                        acc[1] = _mm256_fmadd_ps(tap[1], k, acc[1]);
+                    }
+                    w = w.add(super::BLOCK);
+                }
+            }
+        }
+        let floor = _mm256_set1_ps(*epilogue.add(super::BLOCK));
+        for (r, acc) in acc.iter().enumerate() {
+            _mm256_storeu_ps(out.add(16 * r), _mm256_max_ps(acc[0], floor));
+            _mm256_storeu_ps(out.add(16 * r + 8), _mm256_max_ps(acc[1], floor));
         }
     }
 }
@@ -486,7 +597,11 @@ mod tests {
             let expected = reference(&weights, &bias, cin, cout, relu, &input, h, w);
             assert_eq!(expected.len(), images * cout * oh * ow);
             let packed = PackedConv3x3s2::new(&weights, &bias, cin, cout, relu);
-            for imp in [Conv3x3s2Impl::Scalar, Conv3x3s2Impl::Neon] {
+            for imp in [
+                Conv3x3s2Impl::Scalar,
+                Conv3x3s2Impl::Neon,
+                Conv3x3s2Impl::Avx2Fma,
+            ] {
                 if !imp.is_available() {
                     continue;
                 }
