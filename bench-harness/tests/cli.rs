@@ -449,8 +449,7 @@ fn profile_attributes_every_mac_to_the_node_that_computes_it() {
         .sum();
         assert!(gemm as f64 > 0.85 * total, "{engine}: {:?}", p.by_kind);
         if engine == edge_runtime::Engine::Edge
-            && edge_runtime::kernels::PointwiseImpl::best()
-                != edge_runtime::kernels::PointwiseImpl::Scalar
+            && edge_runtime::kernels::Isa::best() != edge_runtime::kernels::Isa::Scalar
         {
             // The 1x1 convolutions: two thirds of the MACs.
             let pointwise = macs_of("EdgePointwise").unwrap_or(0) as f64;

@@ -1,7 +1,7 @@
 //! tract op running [`crate::kernels::Depthwise3x3`]: a 3x3 depthwise convolution
 //! (pad 1, stride 1 or 2, NCHW f32) with its BatchNorm/bias and ReLU folded in.
 
-use crate::kernels::{Depthwise3x3, DepthwiseImpl};
+use crate::kernels::{Depthwise3x3, Isa};
 use tract_onnx::tract_core::internal::*;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +53,7 @@ impl Op for EdgeDepthwise3x3 {
             self.channels(),
             self.stride,
             self.relu,
-            DepthwiseImpl::best()
+            Isa::best()
         )])
     }
 

@@ -1,7 +1,7 @@
 //! tract op running [`crate::kernels::PackedPoolLinear`]: the global average pool and the
 //! fully connected classifier that follows it, as one op.
 
-use crate::kernels::{PackedPoolLinear, PoolLinearImpl};
+use crate::kernels::{Isa, PackedPoolLinear};
 use tract_onnx::tract_core::internal::*;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +37,7 @@ impl Op for EdgePoolLinear {
             "channels:{} classes:{} kernel:{:?}",
             self.kernel.channels,
             self.kernel.classes,
-            PoolLinearImpl::best()
+            Isa::best()
         )])
     }
 

@@ -20,9 +20,7 @@ pub use head::EdgePoolLinear;
 pub use maxpool::EdgeMaxPool3x3;
 pub use pointwise::{EdgeConv3x3s2, EdgePointwise};
 
-use crate::kernels::{
-    Conv3x3s2Impl, PackedConv3x3s2, PackedPointwise, PackedPoolLinear, PointwiseImpl,
-};
+use crate::kernels::{Isa, PackedConv3x3s2, PackedPointwise, PackedPoolLinear};
 
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::{OptBinByScalar, TypedBinOp};
@@ -76,8 +74,8 @@ pub struct RewriteOptions {
 impl Default for RewriteOptions {
     fn default() -> Self {
         RewriteOptions {
-            pointwise: PointwiseImpl::best() != PointwiseImpl::Scalar,
-            conv3x3_stride2: Conv3x3s2Impl::best() != Conv3x3s2Impl::Scalar,
+            pointwise: Isa::best() != Isa::Scalar,
+            conv3x3_stride2: Isa::best() != Isa::Scalar,
             pool_linear: true,
         }
     }

@@ -3,7 +3,7 @@
 //! [`crate::kernels::PackedConv3x3s2`], the first layer; bias (folded BatchNorm) and ReLU
 //! fused in both.
 
-use crate::kernels::{Conv3x3s2Impl, PackedConv3x3s2, PackedPointwise, PointwiseImpl};
+use crate::kernels::{Isa, PackedConv3x3s2, PackedPointwise};
 use tract_onnx::tract_core::internal::*;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +36,7 @@ impl Op for EdgePointwise {
             k.rows,
             k.depth,
             k.relu,
-            PointwiseImpl::best()
+            Isa::best()
         )])
     }
 
@@ -124,7 +124,7 @@ impl Op for EdgeConv3x3s2 {
             k.in_channels,
             k.out_channels,
             k.relu,
-            Conv3x3s2Impl::best()
+            Isa::best()
         )])
     }
 

@@ -11,9 +11,9 @@
 //! MACs). A row's last, partial tile overlaps the previous one; rows narrower than 8
 //! pixels take the scalar path, as do CPUs without NEON.
 
-#[cfg(target_arch = "arm")]
-use super::depthwise::neon_detected;
-use super::depthwise::{copy_into_padded, DepthwiseImpl};
+use super::isa::Isa;
+
+use super::depthwise::copy_into_padded;
 
 /// Output channels per tile (the packing block).
 pub const BLOCK: usize = 4;
@@ -21,53 +21,6 @@ pub const BLOCK: usize = 4;
 /// Output pixels per vector tile.
 #[cfg(target_arch = "arm")]
 const TILE: usize = 8;
-
-/// Which code path runs the tiles.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Conv3x3s2Impl {
-    Scalar,
-    /// armv7 NEON (inline assembly).
-    Neon,
-    /// x86-64 AVX2 + FMA (intrinsics): 4 channels x 16 pixels.
-    Avx2Fma,
-}
-
-impl Conv3x3s2Impl {
-    /// The fastest path this CPU supports.
-    pub fn best() -> Conv3x3s2Impl {
-        [Conv3x3s2Impl::Neon, Conv3x3s2Impl::Avx2Fma]
-            .into_iter()
-            .find(|imp| imp.is_available())
-            .unwrap_or(Conv3x3s2Impl::Scalar)
-    }
-
-    /// Whether this path can run on this CPU.
-    pub fn is_available(self) -> bool {
-        match self {
-            Conv3x3s2Impl::Scalar => true,
-            Conv3x3s2Impl::Neon => {
-                #[cfg(target_arch = "arm")]
-                {
-                    neon_detected()
-                }
-                #[cfg(not(target_arch = "arm"))]
-                {
-                    false
-                }
-            }
-            Conv3x3s2Impl::Avx2Fma => {
-                #[cfg(target_arch = "x86_64")]
-                {
-                    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-                }
-                #[cfg(not(target_arch = "x86_64"))]
-                {
-                    false
-                }
-            }
-        }
-    }
-}
 
 /// Zeroed floats after the padded planes: the x86 tile's last load of a row reads one
 /// float past the row (into the next row, or here after the last one).
@@ -157,7 +110,7 @@ impl PackedConv3x3s2 {
     /// Runs on `input.len() / (in_channels * height * width)` images with the fastest
     /// available path.
     pub fn run(&self, input: &[f32], height: usize, width: usize, output: &mut [f32]) {
-        self.run_with(Conv3x3s2Impl::best(), input, height, width, output)
+        self.run_with(Isa::best(), input, height, width, output)
     }
 
     /// Same as [`PackedConv3x3s2::run`] with a chosen code path.
@@ -166,7 +119,7 @@ impl PackedConv3x3s2 {
     /// shapes first; these are programming errors).
     pub fn run_with(
         &self,
-        imp: Conv3x3s2Impl,
+        imp: Isa,
         input: &[f32],
         height: usize,
         width: usize,
@@ -187,9 +140,10 @@ impl PackedConv3x3s2 {
             .zip(output.chunks_exact_mut(image_out))
         {
             // The depthwise kernel's plane copy: memcpy per row costs ~3x more on armv7.
-            let copy_with = match imp {
-                Conv3x3s2Impl::Neon => DepthwiseImpl::Neon,
-                _ => DepthwiseImpl::Scalar,
+            let copy_with = if imp == Isa::Neon {
+                Isa::Neon
+            } else {
+                Isa::Scalar
             };
             for (plane, padded) in x
                 .chunks_exact(height * width)
@@ -207,7 +161,7 @@ impl PackedConv3x3s2 {
     #[allow(clippy::too_many_arguments)]
     fn block(
         &self,
-        imp: Conv3x3s2Impl,
+        imp: Isa,
         b: usize,
         padded: &[f32],
         hp: usize,
@@ -223,12 +177,12 @@ impl PackedConv3x3s2 {
         let out = &mut out[b * BLOCK * oh * ow..];
         for oy in 0..oh {
             #[cfg(target_arch = "arm")]
-            if imp == Conv3x3s2Impl::Neon && ow >= TILE {
+            if imp == Isa::Neon && ow >= TILE {
                 self.neon_row(weights, epilogue, padded, hp, wp, oy, oh, ow, rows, out);
                 continue;
             }
             #[cfg(target_arch = "x86_64")]
-            if imp == Conv3x3s2Impl::Avx2Fma && ow >= 16 {
+            if imp == Isa::Avx2Fma && ow >= 16 {
                 let at = |ox: usize| 2 * oy * wp + 2 * ox;
                 // Input rows 2oy..2oy+2 of every channel, columns up to 2ow + 1 (slack).
                 assert!(2 * oy + 2 < hp && 2 * ow < wp);
@@ -534,6 +488,7 @@ mod neon {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::isa::test_pattern;
 
     /// Straight from the definition, in f64, on the unpadded input.
     #[allow(clippy::too_many_arguments)]
@@ -576,32 +531,16 @@ mod tests {
         out
     }
 
-    fn pattern(len: usize, seed: u32) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(12_345);
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                (state >> 8) as f32 / (1u32 << 23) as f32 - 1.0
-            })
-            .collect()
-    }
-
     fn check(cin: usize, cout: usize, h: usize, w: usize, images: usize) {
         let (oh, ow) = PackedConv3x3s2::output_size(h, w);
         for relu in [false, true] {
-            let weights = pattern(cout * cin * 9, 5 + cin as u32);
-            let bias = pattern(cout, 11);
-            let input = pattern(images * cin * h * w, 1 + (h * w) as u32);
+            let weights = test_pattern(cout * cin * 9, 5 + cin as u32);
+            let bias = test_pattern(cout, 11);
+            let input = test_pattern(images * cin * h * w, 1 + (h * w) as u32);
             let expected = reference(&weights, &bias, cin, cout, relu, &input, h, w);
             assert_eq!(expected.len(), images * cout * oh * ow);
             let packed = PackedConv3x3s2::new(&weights, &bias, cin, cout, relu);
-            for imp in [
-                Conv3x3s2Impl::Scalar,
-                Conv3x3s2Impl::Neon,
-                Conv3x3s2Impl::Avx2Fma,
-            ] {
+            for imp in Isa::ALL {
                 if !imp.is_available() {
                     continue;
                 }
@@ -615,14 +554,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn best_path_is_neon_on_armv7() {
-        if cfg!(target_arch = "arm") {
-            assert_eq!(Conv3x3s2Impl::best(), Conv3x3s2Impl::Neon);
-        }
-        assert!(Conv3x3s2Impl::best().is_available());
     }
 
     #[test]

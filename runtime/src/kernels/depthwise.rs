@@ -14,6 +14,8 @@
 //! has no fused multiply-add (VFPv3), hence `vmla`.
 //! x86-64: AVX2+FMA chosen at run time, scalar otherwise.
 
+use super::isa::Isa;
+
 /// Geometry of one depthwise 3x3 layer (padding 1 on every side).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Depthwise3x3 {
@@ -26,89 +28,13 @@ pub struct Depthwise3x3 {
     pub relu: bool,
 }
 
-/// Which code path runs the inner loops.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DepthwiseImpl {
-    Scalar,
-    /// armv7 NEON (inline assembly).
-    Neon,
-    /// x86-64 AVX2 + FMA.
-    Avx2Fma,
-}
-
-impl DepthwiseImpl {
-    /// The fastest path this CPU supports.
-    pub fn best() -> DepthwiseImpl {
-        #[cfg(target_arch = "arm")]
-        {
-            if neon_detected() {
-                DepthwiseImpl::Neon
-            } else {
-                DepthwiseImpl::Scalar
-            }
-        }
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                DepthwiseImpl::Avx2Fma
-            } else {
-                DepthwiseImpl::Scalar
-            }
-        }
-        #[cfg(not(any(target_arch = "arm", target_arch = "x86_64")))]
-        {
-            DepthwiseImpl::Scalar
-        }
+/// Outputs per vector of a path: 4 on NEON; on AVX2 8-wide vectors, or 4-wide SSE ones
+/// on rows narrower than 8.
+fn lanes(isa: Isa) -> usize {
+    match isa {
+        Isa::Scalar => 1,
+        Isa::Neon | Isa::Avx2Fma => 4,
     }
-
-    /// Whether this path can run on this CPU.
-    pub fn is_available(self) -> bool {
-        match self {
-            DepthwiseImpl::Scalar => true,
-            DepthwiseImpl::Neon => {
-                #[cfg(target_arch = "arm")]
-                {
-                    neon_detected()
-                }
-                #[cfg(not(target_arch = "arm"))]
-                {
-                    false
-                }
-            }
-            DepthwiseImpl::Avx2Fma => {
-                #[cfg(target_arch = "x86_64")]
-                {
-                    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-                }
-                #[cfg(not(target_arch = "x86_64"))]
-                {
-                    false
-                }
-            }
-        }
-    }
-
-    /// Outputs per vector.
-    fn lanes(self) -> usize {
-        match self {
-            DepthwiseImpl::Scalar => 1,
-            DepthwiseImpl::Neon => 4,
-            // 8-wide AVX vectors, or 4-wide SSE ones on narrower rows.
-            DepthwiseImpl::Avx2Fma => 4,
-        }
-    }
-}
-
-/// NEON present, from the kernel's AT_HWCAP. Stable Rust has no `target_feature = "neon"`
-/// cfg on arm (it is silently absent even with `-C target-feature=+neon`), so decide at
-/// run time; HWCAP is what the board's (and qemu-arm's) kernel reports.
-#[cfg(target_arch = "arm")]
-pub fn neon_detected() -> bool {
-    use std::sync::OnceLock;
-    const HWCAP_NEON: libc::c_ulong = 1 << 12;
-    static NEON: OnceLock<bool> = OnceLock::new();
-    // SAFETY: getauxval only reads the auxiliary vector.
-    *NEON.get_or_init(|| unsafe { libc::getauxval(libc::AT_HWCAP) } & HWCAP_NEON != 0)
 }
 
 /// Extra zeroed floats after the padded plane: the vector loads of the last row may read
@@ -137,7 +63,7 @@ impl Depthwise3x3 {
     /// Runs on `input.len() / input_len()` images with the fastest available path.
     /// `weights` is `[channels, 3, 3]`, `bias` is `[channels]`.
     pub fn run(&self, input: &[f32], weights: &[f32], bias: &[f32], output: &mut [f32]) {
-        self.run_with(DepthwiseImpl::best(), input, weights, bias, output)
+        self.run_with(Isa::best(), input, weights, bias, output)
     }
 
     /// Same as [`Depthwise3x3::run`] with a chosen code path.
@@ -146,7 +72,7 @@ impl Depthwise3x3 {
     /// (callers validate shapes first; these are programming errors).
     pub fn run_with(
         &self,
-        imp: DepthwiseImpl,
+        imp: Isa,
         input: &[f32],
         weights: &[f32],
         bias: &[f32],
@@ -170,7 +96,7 @@ impl Depthwise3x3 {
         // The borders of `padded` are written once (zero) and never touched again.
         let mut padded = vec![0f32; (h + 2) * wp + SCRATCH_SLACK];
         let floor = if self.relu { 0.0 } else { f32::NEG_INFINITY };
-        let vector = imp != DepthwiseImpl::Scalar && ow >= imp.lanes();
+        let vector = imp != Isa::Scalar && ow >= lanes(imp);
 
         for (plane, (in_plane, out_plane)) in input
             .chunks_exact(h * w)
@@ -188,7 +114,7 @@ impl Depthwise3x3 {
             // armv7: one call per plane, the row loop inside the assembly (per-row calls
             // cost more than the arithmetic on FD-MobileNet's many 7x7 planes).
             #[cfg(target_arch = "arm")]
-            if vector && imp == DepthwiseImpl::Neon {
+            if vector && imp == Isa::Neon {
                 let args = neon::PlaneArgs {
                     params,
                     chunks: ow / 4,
@@ -224,7 +150,7 @@ impl Depthwise3x3 {
             // read at most 18 floats past the last needed column of the last row, which
             // SCRATCH_SLACK covers; out_plane holds oh rows of ow >= 4 floats.
             #[cfg(target_arch = "x86_64")]
-            if vector && imp == DepthwiseImpl::Avx2Fma {
+            if vector && imp == Isa::Avx2Fma {
                 unsafe {
                     avx2::plane(
                         padded.as_ptr(),
@@ -263,12 +189,12 @@ pub fn depthwise3x3(
 /// float here (call, alignment and size dispatch on short rows); a stride-2 layer copies
 /// four input floats per output, more than its arithmetic. One NEON loop over the plane
 /// costs about 0.5 per float.
-pub(crate) fn copy_into_padded(imp: DepthwiseImpl, plane: &[f32], padded: &mut [f32], w: usize) {
+pub(crate) fn copy_into_padded(imp: Isa, plane: &[f32], padded: &mut [f32], w: usize) {
     let wp = w + 2;
     let h = plane.len() / w;
     assert!(padded.len() >= (h + 2) * wp);
     #[cfg(target_arch = "arm")]
-    if imp == DepthwiseImpl::Neon && w >= 4 {
+    if imp == Isa::Neon && w >= 4 {
         // SAFETY: reads the h * w floats of `plane`; writes w floats at rows 1..=h, column
         // 1 of `padded`, which holds (h + 2) * wp floats (asserted).
         unsafe {
@@ -772,6 +698,7 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::isa::test_pattern;
 
     /// Straight from the definition, on the unpadded input.
     fn reference(g: &Depthwise3x3, input: &[f32], weights: &[f32], bias: &[f32]) -> Vec<f32> {
@@ -803,29 +730,12 @@ mod tests {
         out
     }
 
-    /// Deterministic values in [-1, 1) (no crate needed for a test pattern).
-    fn pattern(len: usize, seed: u32) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(12_345);
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                (state >> 8) as f32 / (1u32 << 23) as f32 - 1.0
-            })
-            .collect()
-    }
-
     fn check(g: Depthwise3x3, images: usize) {
-        let input = pattern(images * g.input_len(), 1 + g.width as u32);
-        let weights = pattern(g.channels * 9, 7);
-        let bias = pattern(g.channels, 3);
+        let input = test_pattern(images * g.input_len(), 1 + g.width as u32);
+        let weights = test_pattern(g.channels * 9, 7);
+        let bias = test_pattern(g.channels, 3);
         let expected = reference(&g, &input, &weights, &bias);
-        for imp in [
-            DepthwiseImpl::Scalar,
-            DepthwiseImpl::Neon,
-            DepthwiseImpl::Avx2Fma,
-        ] {
+        for imp in Isa::ALL {
             if !imp.is_available() {
                 continue;
             }
@@ -838,16 +748,6 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn best_path_is_vectorised_where_expected() {
-        let best = DepthwiseImpl::best();
-        // The armv7 target is the i.MX 6 (Cortex-A9 with NEON); qemu-arm -cpu cortex-a9 too.
-        if cfg!(target_arch = "arm") {
-            assert_eq!(best, DepthwiseImpl::Neon);
-        }
-        assert!(best.is_available());
     }
 
     #[test]

@@ -9,7 +9,7 @@
 pub fn relu_in_place(data: &mut [f32]) {
     let done = vector_part(data.len());
     #[cfg(target_arch = "arm")]
-    if done > 0 && crate::kernels::depthwise::neon_detected() {
+    if done > 0 && crate::kernels::isa::neon_detected() {
         // SAFETY: `done` is a multiple of 16 within `data`.
         unsafe { neon::relu(data.as_mut_ptr(), done / 16) };
         relu_scalar(&mut data[done..]);
@@ -24,7 +24,7 @@ pub fn add_relu_in_place(acc: &mut [f32], other: &[f32]) {
     assert_eq!(acc.len(), other.len(), "add_relu_in_place: length mismatch");
     let done = vector_part(acc.len());
     #[cfg(target_arch = "arm")]
-    if done > 0 && crate::kernels::depthwise::neon_detected() {
+    if done > 0 && crate::kernels::isa::neon_detected() {
         // SAFETY: `done` is a multiple of 16 within both slices.
         unsafe { neon::add_relu(acc.as_mut_ptr(), other.as_ptr(), done / 16) };
         add_relu_scalar(&mut acc[done..], &other[done..]);
@@ -43,7 +43,7 @@ pub fn bias_relu_in_place(data: &mut [f32], bias: &[f32], plane: usize, relu: bo
         let b = bias[i % bias.len()];
         let done = vector_part(chunk.len());
         #[cfg(target_arch = "arm")]
-        if done > 0 && crate::kernels::depthwise::neon_detected() {
+        if done > 0 && crate::kernels::isa::neon_detected() {
             let args = [b, floor];
             // SAFETY: `done` is a multiple of 16 within `chunk`.
             unsafe { neon::bias_floor(chunk.as_mut_ptr(), &args, done / 16) };

@@ -53,7 +53,7 @@ impl MaxPool3x3 {
                 padded[start..start + w].copy_from_slice(in_row);
             }
             #[cfg(target_arch = "arm")]
-            if s == 2 && ow >= 4 && crate::kernels::depthwise::neon_detected() {
+            if s == 2 && ow >= 4 && crate::kernels::isa::neon_detected() {
                 let args = neon::PlaneArgs {
                     chunks: ow / 4,
                     back_bytes: ((4 - ow % 4) % 4) * 4,

@@ -5,13 +5,15 @@
 pub mod conv3x3s2;
 pub mod depthwise;
 pub mod elementwise;
+pub mod isa;
 pub mod maxpool;
 pub mod pointwise;
 pub mod pool_linear;
 
-pub use conv3x3s2::{Conv3x3s2Impl, PackedConv3x3s2};
-pub use depthwise::{depthwise3x3, Depthwise3x3, DepthwiseImpl};
+pub use conv3x3s2::PackedConv3x3s2;
+pub use depthwise::{depthwise3x3, Depthwise3x3};
 pub use elementwise::{add_relu_in_place, bias_relu_in_place, relu_in_place};
+pub use isa::Isa;
 pub use maxpool::MaxPool3x3;
-pub use pointwise::{PackedPointwise, PointwiseImpl};
-pub use pool_linear::{PackedPoolLinear, PoolLinearImpl};
+pub use pointwise::PackedPointwise;
+pub use pool_linear::PackedPoolLinear;

@@ -20,8 +20,7 @@
 //! the 1 MiB L2, each weight block (at most `k * 24` bytes) staying in the 32 KiB L1
 //! while it sweeps the chunk.
 
-#[cfg(target_arch = "arm")]
-use super::depthwise::neon_detected;
+use super::isa::Isa;
 
 /// Output channels per tile: the tall block, and the short one that covers remainders of
 /// 2 and 4 exactly (every layer of the nine networks has a multiple of 2 channels).
@@ -34,59 +33,12 @@ const EPILOGUE: usize = 8;
 /// Bytes of `x` one column chunk may span (a quarter of the Cortex-A9's L2).
 const CHUNK_BYTES: usize = 256 * 1024;
 
-/// Which code path runs the tiles.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum PointwiseImpl {
-    Scalar,
-    /// armv7 NEON (inline assembly).
-    Neon,
-    /// x86-64 AVX2 + FMA (intrinsics).
-    Avx2Fma,
-}
-
-impl PointwiseImpl {
-    /// The fastest path this CPU supports.
-    pub fn best() -> PointwiseImpl {
-        [PointwiseImpl::Neon, PointwiseImpl::Avx2Fma]
-            .into_iter()
-            .find(|imp| imp.is_available())
-            .unwrap_or(PointwiseImpl::Scalar)
-    }
-
-    /// Whether this path can run on this CPU.
-    pub fn is_available(self) -> bool {
-        match self {
-            PointwiseImpl::Scalar => true,
-            PointwiseImpl::Neon => {
-                #[cfg(target_arch = "arm")]
-                {
-                    neon_detected()
-                }
-                #[cfg(not(target_arch = "arm"))]
-                {
-                    false
-                }
-            }
-            PointwiseImpl::Avx2Fma => {
-                #[cfg(target_arch = "x86_64")]
-                {
-                    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-                }
-                #[cfg(not(target_arch = "x86_64"))]
-                {
-                    false
-                }
-            }
-        }
-    }
-
-    /// Columns of a wide and of a half tile, and whether a one-column tile exists.
-    fn tile_widths(self) -> (usize, usize, bool) {
-        match self {
-            PointwiseImpl::Scalar => (8, 8, false),
-            PointwiseImpl::Neon => (8, 4, true),
-            PointwiseImpl::Avx2Fma => (16, 8, false),
-        }
+/// Columns of a wide and of a half tile on a path, and whether a one-column tile exists.
+fn tile_widths(isa: Isa) -> (usize, usize, bool) {
+    match isa {
+        Isa::Scalar => (8, 8, false),
+        Isa::Neon => (8, 4, true),
+        Isa::Avx2Fma => (16, 8, false),
     }
 }
 
@@ -195,14 +147,14 @@ impl PackedPointwise {
     /// Runs on `input.len() / (input_channels() * pixels)` images of `pixels` pixels each,
     /// with the fastest available path.
     pub fn run(&self, input: &[f32], pixels: usize, output: &mut [f32]) {
-        self.run_with(PointwiseImpl::best(), input, pixels, output)
+        self.run_with(Isa::best(), input, pixels, output)
     }
 
     /// Same as [`PackedPointwise::run`] with a chosen code path.
     ///
     /// Panics if the slice lengths do not match or `imp` is unavailable (callers validate
     /// shapes first; these are programming errors).
-    pub fn run_with(&self, imp: PointwiseImpl, input: &[f32], pixels: usize, output: &mut [f32]) {
+    pub fn run_with(&self, imp: Isa, input: &[f32], pixels: usize, output: &mut [f32]) {
         assert!(imp.is_available(), "{imp:?} is not available on this CPU");
         assert!(pixels > 0);
         let image_in = self.input_channels() * pixels;
@@ -294,7 +246,7 @@ struct Block<'a> {
 impl Block<'_> {
     /// The tiles of one column chunk; `x` and `out` start at column 0 of the block's
     /// input and first output row, both `pixels` wide.
-    fn run(&self, imp: PointwiseImpl, x: &[f32], pixels: usize, tiles: &[Tile], out: &mut [f32]) {
+    fn run(&self, imp: Isa, x: &[f32], pixels: usize, tiles: &[Tile], out: &mut [f32]) {
         // On armv7 every vector tile is NEON's.
         #[cfg(target_arch = "arm")]
         let _ = imp;
@@ -317,7 +269,7 @@ impl Block<'_> {
                     scalar_tile(self, &x[tile.start..], pixels, tile.cols, out);
                 }
                 #[cfg(target_arch = "x86_64")]
-                _ if imp == PointwiseImpl::Avx2Fma => self.avx2_tiles(x, pixels, tile, run, out),
+                _ if imp == Isa::Avx2Fma => self.avx2_tiles(x, pixels, tile, run, out),
                 #[cfg(target_arch = "arm")]
                 _ => self.neon_tiles(x, pixels, tile, run, out),
                 #[cfg(not(target_arch = "arm"))]
@@ -447,10 +399,10 @@ enum TileKind {
 /// pixel (one column: a single tile where there is one; up to a vector: a half tile;
 /// more: a wide one). Maps narrower than a vector without single tiles, and paths
 /// without vectors, take scalar tiles of up to 8.
-fn column_tiles(imp: PointwiseImpl, pixels: usize) -> Vec<Tile> {
+fn column_tiles(imp: Isa, pixels: usize) -> Vec<Tile> {
     let tile = |start, cols, kind| Tile { start, cols, kind };
-    let (wide, half, single) = imp.tile_widths();
-    if imp == PointwiseImpl::Scalar || (!single && pixels < half) {
+    let (wide, half, single) = tile_widths(imp);
+    if imp == Isa::Scalar || (!single && pixels < half) {
         return (0..pixels)
             .step_by(8)
             .map(|start| tile(start, 8.min(pixels - start), TileKind::Scalar))
@@ -852,6 +804,7 @@ mod neon {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::isa::test_pattern;
 
     /// Straight from the definition, in f64.
     #[allow(clippy::too_many_arguments)]
@@ -887,30 +840,14 @@ mod tests {
         out
     }
 
-    fn pattern(len: usize, seed: u32) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(12_345);
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                (state >> 8) as f32 / (1u32 << 23) as f32 - 1.0
-            })
-            .collect()
-    }
-
     fn check(groups: usize, rows: usize, depth: usize, pixels: usize, images: usize) {
         for relu in [false, true] {
-            let weights = pattern(groups * rows * depth, 7 + depth as u32);
-            let bias = pattern(groups * rows, 3);
-            let input = pattern(images * groups * depth * pixels, 1 + pixels as u32);
+            let weights = test_pattern(groups * rows * depth, 7 + depth as u32);
+            let bias = test_pattern(groups * rows, 3);
+            let input = test_pattern(images * groups * depth * pixels, 1 + pixels as u32);
             let expected = reference(&weights, &bias, groups, rows, depth, relu, &input, pixels);
             let packed = PackedPointwise::new(&weights, &bias, groups, rows, depth, relu);
-            for imp in [
-                PointwiseImpl::Scalar,
-                PointwiseImpl::Neon,
-                PointwiseImpl::Avx2Fma,
-            ] {
+            for imp in Isa::ALL {
                 if !imp.is_available() {
                     continue;
                 }
@@ -924,15 +861,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn best_path_is_neon_on_armv7() {
-        if cfg!(target_arch = "arm") {
-            assert_eq!(PointwiseImpl::best(), PointwiseImpl::Neon);
-        }
-        assert!(PointwiseImpl::best().is_available());
-        assert!(PointwiseImpl::Scalar.is_available());
     }
 
     #[test]

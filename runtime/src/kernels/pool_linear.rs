@@ -7,47 +7,10 @@
 //! it walks `k`: its weights are packed once as `[class tile][k][16]`, so each step of `k`
 //! is two contiguous loads and four multiply-adds by the pooled value as a scalar.
 
-#[cfg(target_arch = "arm")]
-use super::depthwise::neon_detected;
+use super::isa::Isa;
 
 /// Logits per tile.
 const TILE: usize = 16;
-
-/// Which code path runs the head.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum PoolLinearImpl {
-    Scalar,
-    /// armv7 NEON (inline assembly).
-    Neon,
-}
-
-impl PoolLinearImpl {
-    /// The fastest path this CPU supports.
-    pub fn best() -> PoolLinearImpl {
-        if PoolLinearImpl::Neon.is_available() {
-            PoolLinearImpl::Neon
-        } else {
-            PoolLinearImpl::Scalar
-        }
-    }
-
-    /// Whether this path can run on this CPU.
-    pub fn is_available(self) -> bool {
-        match self {
-            PoolLinearImpl::Scalar => true,
-            PoolLinearImpl::Neon => {
-                #[cfg(target_arch = "arm")]
-                {
-                    neon_detected()
-                }
-                #[cfg(not(target_arch = "arm"))]
-                {
-                    false
-                }
-            }
-        }
-    }
-}
 
 /// A classifier's constant weights and bias, packed for the tiles.
 #[derive(Clone)]
@@ -114,14 +77,14 @@ impl PackedPoolLinear {
     /// Runs on `input.len() / (channels * plane)` images of `plane` pixels per channel
     /// with the fastest available path; `output` holds `classes` logits per image.
     pub fn run(&self, input: &[f32], plane: usize, output: &mut [f32]) {
-        self.run_with(PoolLinearImpl::best(), input, plane, output)
+        self.run_with(Isa::best(), input, plane, output)
     }
 
     /// Same as [`PackedPoolLinear::run`] with a chosen code path.
     ///
     /// Panics if the slice lengths do not match or `imp` is unavailable (callers validate
     /// shapes first; these are programming errors).
-    pub fn run_with(&self, imp: PoolLinearImpl, input: &[f32], plane: usize, output: &mut [f32]) {
+    pub fn run_with(&self, imp: Isa, input: &[f32], plane: usize, output: &mut [f32]) {
         assert!(imp.is_available(), "{imp:?} is not available on this CPU");
         assert!(plane > 0);
         let image = self.channels * plane;
@@ -139,10 +102,10 @@ impl PackedPoolLinear {
         }
     }
 
-    fn pool(&self, imp: PoolLinearImpl, x: &[f32], plane: usize, pooled: &mut [f32]) {
+    fn pool(&self, imp: Isa, x: &[f32], plane: usize, pooled: &mut [f32]) {
         let scale = 1.0 / plane as f32;
         #[cfg(target_arch = "arm")]
-        if imp == PoolLinearImpl::Neon {
+        if imp == Isa::Neon {
             assert!(x.len() == pooled.len() * plane);
             // SAFETY: reads channels * plane floats of x and writes channels floats of
             // pooled (asserted).
@@ -157,13 +120,13 @@ impl PackedPoolLinear {
         }
     }
 
-    fn classify(&self, imp: PoolLinearImpl, pooled: &[f32], logits: &mut [f32]) {
+    fn classify(&self, imp: Isa, pooled: &[f32], logits: &mut [f32]) {
         let k = self.channels;
         for (t, out) in logits.chunks_exact_mut(TILE).enumerate() {
             let weights = &self.packed[t * k * TILE..][..k * TILE];
             let bias = &self.bias[t * TILE..][..TILE];
             #[cfg(target_arch = "arm")]
-            if imp == PoolLinearImpl::Neon {
+            if imp == Isa::Neon {
                 // SAFETY: weights hold k * TILE floats, pooled k, bias and out TILE.
                 unsafe {
                     neon::tile16(
@@ -319,23 +282,12 @@ mod neon {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pattern(len: usize, seed: u32) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(12_345);
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                (state >> 8) as f32 / (1u32 << 23) as f32 - 1.0
-            })
-            .collect()
-    }
+    use crate::kernels::isa::test_pattern;
 
     fn check(channels: usize, classes: usize, plane: usize, images: usize) {
-        let weights = pattern(classes * channels, 3 + channels as u32);
-        let bias = pattern(classes, 5);
-        let input = pattern(images * channels * plane, 7 + plane as u32);
+        let weights = test_pattern(classes * channels, 3 + channels as u32);
+        let bias = test_pattern(classes, 5);
+        let input = test_pattern(images * channels * plane, 7 + plane as u32);
         let mut expected = Vec::new();
         for x in input.chunks_exact(channels * plane) {
             let pooled: Vec<f64> = x
@@ -350,7 +302,7 @@ mod tests {
             }
         }
         let packed = PackedPoolLinear::new(&weights, &bias, channels, classes);
-        for imp in [PoolLinearImpl::Scalar, PoolLinearImpl::Neon] {
+        for imp in Isa::ALL {
             if !imp.is_available() {
                 continue;
             }
@@ -363,14 +315,6 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn best_path_is_neon_on_armv7() {
-        if cfg!(target_arch = "arm") {
-            assert_eq!(PoolLinearImpl::best(), PoolLinearImpl::Neon);
-        }
-        assert!(PoolLinearImpl::best().is_available());
     }
 
     #[test]

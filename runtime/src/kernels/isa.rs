@@ -1,0 +1,97 @@
+//! Which instruction set runs a kernel: every kernel has a portable path and vector
+//! paths chosen at run time, so one binary serves boards with and without NEON and hosts
+//! with and without AVX2.
+
+/// A kernel's code path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// Plain Rust.
+    Scalar,
+    /// armv7 NEON (inline assembly).
+    Neon,
+    /// x86-64 AVX2 + FMA (intrinsics).
+    Avx2Fma,
+}
+
+impl Isa {
+    /// Every path, for tests that run each one this CPU has.
+    pub const ALL: [Isa; 3] = [Isa::Scalar, Isa::Neon, Isa::Avx2Fma];
+
+    /// The fastest path this CPU supports.
+    pub fn best() -> Isa {
+        [Isa::Neon, Isa::Avx2Fma]
+            .into_iter()
+            .find(|isa| isa.is_available())
+            .unwrap_or(Isa::Scalar)
+    }
+
+    /// Whether this path can run on this CPU.
+    pub fn is_available(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            Isa::Neon => {
+                #[cfg(target_arch = "arm")]
+                {
+                    neon_detected()
+                }
+                #[cfg(not(target_arch = "arm"))]
+                {
+                    false
+                }
+            }
+            Isa::Avx2Fma => {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                {
+                    false
+                }
+            }
+        }
+    }
+}
+
+/// NEON present, from the kernel's AT_HWCAP. Stable Rust has no `target_feature = "neon"`
+/// cfg on arm (it is silently absent even with `-C target-feature=+neon`), so decide at
+/// run time; HWCAP is what the board's (and qemu-arm's) kernel reports.
+#[cfg(target_arch = "arm")]
+pub fn neon_detected() -> bool {
+    use std::sync::OnceLock;
+    const HWCAP_NEON: libc::c_ulong = 1 << 12;
+    static NEON: OnceLock<bool> = OnceLock::new();
+    // SAFETY: getauxval only reads the auxiliary vector.
+    *NEON.get_or_init(|| unsafe { libc::getauxval(libc::AT_HWCAP) } & HWCAP_NEON != 0)
+}
+
+/// Deterministic test values in [-1, 1) (xorshift; no crate needed for a test pattern).
+#[cfg(test)]
+pub fn test_pattern(len: usize, seed: u32) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(12_345);
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            (state >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn best_path_is_the_vector_one_on_our_targets() {
+        // The armv7 target is the i.MX 6 (Cortex-A9 with NEON); qemu-arm -cpu cortex-a9 too.
+        if cfg!(target_arch = "arm") {
+            assert_eq!(Isa::best(), Isa::Neon);
+        }
+        assert!(Isa::best().is_available());
+        assert!(Isa::Scalar.is_available());
+        let available = Isa::ALL.iter().filter(|isa| isa.is_available()).count();
+        assert!(available <= 2, "at most one vector path per CPU");
+    }
+}
