@@ -107,13 +107,9 @@ pub fn rewrite_with(
         summary.depthwise += 1;
         summary.affine_folded += plan.affine_nodes;
         summary.relu_fused += plan.op.relu as usize;
-        let node = model.node(id);
-        let mut patch = TypedModelPatch::new(format!("edge depthwise {}", node.name));
-        let input = patch.tap_model(&model, node.inputs[0])?;
+        let data = model.node(id).inputs[0];
         let name = format!("{}.edge_dw3x3", model.node(plan.replaced.node).name);
-        let wire = patch.wire_node(name, plan.op, &[input])?[0];
-        patch.shunt_outside(&model, plan.replaced, wire)?;
-        patch.apply(&mut model)?;
+        replace_by(&mut model, &[data], plan.op, name, plan.replaced)?;
     }
     model.compact()?;
     for id in model.eval_order()? {
@@ -156,6 +152,45 @@ pub fn rewrite_with(
     Ok((model, summary))
 }
 
+/// Replaces what `replaced` carries by `op` applied to `inputs`, as one node named
+/// `name`; the nodes left without consumers are dropped by the next `compact`.
+fn replace_by(
+    model: &mut TypedModel,
+    inputs: &[OutletId],
+    op: impl Into<Box<dyn TypedOp>>,
+    name: String,
+    replaced: OutletId,
+) -> TractResult<()> {
+    let mut patch = TypedModelPatch::new(format!("edge: {name}"));
+    let taps = inputs
+        .iter()
+        .map(|&i| patch.tap_model(model, i))
+        .collect::<TractResult<TVec<_>>>()?;
+    let wire = patch.wire_node(name, op, &taps)?[0];
+    patch.shunt_outside(model, replaced, wire)?;
+    patch.apply(model)
+}
+
+/// The rank of `input` if it is an f32 tensor laid out as `format` (`NCHW` or `CHW`)
+/// with `channels` channels.
+fn nchw_f32(
+    model: &TypedModel,
+    format: DataFormat,
+    input: OutletId,
+    channels: usize,
+) -> TractResult<Option<usize>> {
+    let rank = match format {
+        DataFormat::NCHW => 4,
+        DataFormat::CHW => 3,
+        _ => return Ok(None),
+    };
+    let x = model.outlet_fact(input)?;
+    let matches = x.datum_type == f32::datum_type()
+        && x.rank() == rank
+        && x.shape[rank - 3].to_usize().ok() == Some(channels);
+    Ok(matches.then_some(rank))
+}
+
 /// Padding 1 on every side, as explicit ONNX pads without ceil mode.
 fn padded_by_one(padding: &PaddingSpec) -> bool {
     match padding {
@@ -176,35 +211,22 @@ fn max_pool_3x3(model: &mut TypedModel, id: usize) -> TractResult<bool> {
         return Ok(false);
     };
     let spec = &pool.pool_spec;
-    let rank = match spec.data_format {
-        DataFormat::NCHW => 4,
-        DataFormat::CHW => 3,
-        _ => return Ok(false),
-    };
-    let input = model.outlet_fact(node.inputs[0])?;
-    if pool.with_index_outputs.is_some()
+    let channels = spec.input_channels;
+    if nchw_f32(model, spec.data_format, node.inputs[0], channels)?.is_none()
+        || pool.with_index_outputs.is_some()
         || node.outputs.len() != 1
         || *spec.kernel_shape != [3, 3]
         || spec.dilations().iter().any(|&d| d != 1)
         || spec.stride(0) != 2
         || spec.stride(1) != 2
         || !padded_by_one(&spec.padding)
-        || input.datum_type != f32::datum_type()
-        || input.rank() != rank
     {
         return Ok(false);
     }
-    let name = node.name.clone();
+    let name = format!("{}.edge_max3x3", node.name);
     let data = node.inputs[0];
-    let mut patch = TypedModelPatch::new(format!("edge max pool {name}"));
-    let tapped = patch.tap_model(model, data)?;
-    let wire = patch.wire_node(
-        format!("{name}.edge_max3x3"),
-        EdgeMaxPool3x3 { stride: 2 },
-        &[tapped],
-    )?[0];
-    patch.shunt_outside(model, OutletId::new(id, 0), wire)?;
-    patch.apply(model)?;
+    let op = EdgeMaxPool3x3 { stride: 2 };
+    replace_by(model, &[data], op, name, OutletId::new(id, 0))?;
     Ok(true)
 }
 
@@ -219,28 +241,19 @@ fn average_pool_as_depthwise(model: &mut TypedModel, id: usize) -> TractResult<b
     };
     let spec = &pool.pool_spec;
     let stride = spec.stride(0);
-    let rank = match spec.data_format {
-        DataFormat::NCHW => 4,
-        DataFormat::CHW => 3,
-        _ => return Ok(false),
-    };
-    let input = model.outlet_fact(node.inputs[0])?;
-    let channels = input.shape.get(rank - 3).and_then(|d| d.to_usize().ok());
-    if !pool.count_include_pad
+    let channels = spec.input_channels;
+    if nchw_f32(model, spec.data_format, node.inputs[0], channels)?.is_none()
+        || channels == 0
+        || !pool.count_include_pad
         || !pool.normalize
         || *spec.kernel_shape != [3, 3]
         || spec.dilations().iter().any(|&d| d != 1)
         || spec.stride(1) != stride
         || !(stride == 1 || stride == 2)
         || !padded_by_one(&spec.padding)
-        || input.datum_type != f32::datum_type()
-        || input.rank() != rank
     {
         return Ok(false);
     }
-    let Some(channels) = channels.filter(|&c| c > 0) else {
-        return Ok(false);
-    };
     let op = EdgeDepthwise3x3 {
         stride,
         relu: false,
@@ -249,13 +262,9 @@ fn average_pool_as_depthwise(model: &mut TypedModel, id: usize) -> TractResult<b
             .into_arc_tensor(),
         bias: tensor1(&vec![0f32; channels]).into_arc_tensor(),
     };
-    let name = node.name.clone();
+    let name = format!("{}.edge_avg3x3", node.name);
     let data = node.inputs[0];
-    let mut patch = TypedModelPatch::new(format!("edge average pool {name}"));
-    let tapped = patch.tap_model(model, data)?;
-    let wire = patch.wire_node(format!("{name}.edge_avg3x3"), op, &[tapped])?[0];
-    patch.shunt_outside(model, OutletId::new(id, 0), wire)?;
-    patch.apply(model)?;
+    replace_by(model, &[data], op, name, OutletId::new(id, 0))?;
     Ok(true)
 }
 
@@ -327,45 +336,22 @@ fn fold_batchnorm_into_conv(model: &mut TypedModel, id: usize) -> TractResult<bo
 /// plumbing, and tract fuses the bias (and a following ReLU) into its matmul kernel.
 fn grouped_pointwise_as_batched_matmul(model: &mut TypedModel, id: usize) -> TractResult<bool> {
     use tract_onnx::tract_core::ops::einsum::EinSum;
+    let Some(conv) = ConvParams::of(model, id, [1, 1], 1)? else {
+        return Ok(false);
+    };
+    let ConvParams {
+        groups,
+        c_in,
+        c_out,
+        rank,
+        kernel,
+        bias,
+    } = conv;
+    if groups < 2 || groups == c_in {
+        return Ok(false);
+    }
     let node = model.node(id);
-    let Some(conv) = node.op_as::<Conv>() else {
-        return Ok(false);
-    };
-    let spec = &conv.pool_spec;
-    let (groups, c_in, c_out) = (conv.group, spec.input_channels, spec.output_channels);
-    let unpadded = (0..2).all(|d| spec.padding.valid_dim(d, true));
-    if groups < 2
-        || groups == c_in
-        || c_in % groups != 0
-        || c_out % groups != 0
-        || conv.q_params.is_some()
-        || conv.kernel_fmt != KernelFormat::OIHW
-        || *spec.kernel_shape != [1, 1]
-        || spec.stride(0) != 1
-        || spec.stride(1) != 1
-        || !unpadded
-        || node.inputs.len() != 3
-    {
-        return Ok(false);
-    }
-    let rank = match spec.data_format {
-        DataFormat::NCHW => 4,
-        DataFormat::CHW => 3,
-        _ => return Ok(false),
-    };
     let x = model.outlet_fact(node.inputs[0])?;
-    if x.datum_type != f32::datum_type() || x.rank() != rank {
-        return Ok(false);
-    }
-    let Some((kernel, bias)) = conv_constants(model, node)? else {
-        return Ok(false);
-    };
-    if kernel.datum_type() != f32::datum_type() || kernel.shape() != [c_out, c_in / groups, 1, 1] {
-        return Ok(false);
-    }
-    let Some(bias) = broadcast_per_channel(&bias, c_out, 0)? else {
-        return Ok(false);
-    };
     let (h, w) = (x.shape[rank - 2].clone(), x.shape[rank - 1].clone());
     let (g, m, k) = (groups, c_out / groups, c_in / groups);
     let name = node.name.clone();
@@ -421,134 +407,123 @@ fn grouped_pointwise_as_batched_matmul(model: &mut TypedModel, id: usize) -> Tra
 /// [`EdgePointwise`], with the ReLU that directly follows fused. Its BatchNorm was folded
 /// into the weights by [`fold_batchnorm_into_conv`] before.
 fn pointwise_conv(model: &mut TypedModel, id: usize) -> TractResult<bool> {
-    let node = model.node(id);
-    let Some(conv) = node.op_as::<Conv>() else {
+    let Some(conv) = ConvParams::of(model, id, [1, 1], 1)? else {
         return Ok(false);
     };
-    let spec = &conv.pool_spec;
-    let (groups, c_in, c_out) = (conv.group, spec.input_channels, spec.output_channels);
-    let unpadded = (0..2).all(|d| spec.padding.valid_dim(d, true));
-    if groups == 0
-        || c_in % groups != 0
-        || c_out % groups != 0
-        || c_out == 0
-        || conv.q_params.is_some()
-        || conv.kernel_fmt != KernelFormat::OIHW
-        || *spec.kernel_shape != [1, 1]
-        || spec.stride(0) != 1
-        || spec.stride(1) != 1
-        || !unpadded
-        || node.inputs.len() != 3
-    {
-        return Ok(false);
-    }
-    let rank = match spec.data_format {
-        DataFormat::NCHW => 4,
-        DataFormat::CHW => 3,
-        _ => return Ok(false),
-    };
-    let x = model.outlet_fact(node.inputs[0])?;
-    if x.datum_type != f32::datum_type()
-        || x.rank() != rank
-        || x.shape[rank - 3].to_usize().ok() != Some(c_in)
-    {
-        return Ok(false);
-    }
-    let Some((kernel, bias)) = conv_constants(model, node)? else {
-        return Ok(false);
-    };
-    if kernel.datum_type() != f32::datum_type() || kernel.shape() != [c_out, c_in / groups, 1, 1] {
-        return Ok(false);
-    }
-    let Some(bias) = broadcast_per_channel(&bias, c_out, 0)? else {
-        return Ok(false);
-    };
+    let (groups, c_in, c_out) = (conv.groups, conv.c_in, conv.c_out);
     let conv_out = OutletId::new(id, 0);
     let relu = relu_successor(model, conv_out)?;
     let kernel = PackedPointwise::new(
-        kernel.try_as_plain_ram()?.as_slice::<f32>()?,
-        &bias,
+        conv.kernel.try_as_plain_ram()?.as_slice::<f32>()?,
+        &conv.bias,
         groups,
         c_out / groups,
         c_in / groups,
         relu.is_some(),
     );
-    let name = node.name.clone();
-    let data = node.inputs[0];
-    let mut patch = TypedModelPatch::new(format!("edge pointwise {name}"));
-    let input = patch.tap_model(model, data)?;
     let op = EdgePointwise {
         kernel: Arc::new(kernel),
     };
-    let wire = patch.wire_node(format!("{name}.edge_pointwise"), op, &[input])?[0];
-    patch.shunt_outside(model, relu.unwrap_or(conv_out), wire)?;
-    patch.apply(model)?;
+    let node = model.node(id);
+    let (name, data) = (format!("{}.edge_pointwise", node.name), node.inputs[0]);
+    replace_by(model, &[data], op, name, relu.unwrap_or(conv_out))?;
     Ok(true)
+}
+
+/// A convolution our kernels may take: constant f32 weights (OIHW) and bias, not
+/// quantised, on an f32 `(N)CHW` input.
+struct ConvParams {
+    groups: usize,
+    c_in: usize,
+    c_out: usize,
+    /// Of the input.
+    rank: usize,
+    kernel: Arc<Tensor>,
+    /// Per output channel.
+    bias: Vec<f32>,
+}
+
+impl ConvParams {
+    /// Node `id`'s parameters if it is such a convolution with this kernel shape and
+    /// stride; 1x1 ones must be unpadded.
+    fn of(
+        model: &TypedModel,
+        id: usize,
+        kernel_shape: [usize; 2],
+        stride: usize,
+    ) -> TractResult<Option<ConvParams>> {
+        let node = model.node(id);
+        let Some(conv) = node.op_as::<Conv>() else {
+            return Ok(None);
+        };
+        let spec = &conv.pool_spec;
+        let (groups, c_in, c_out) = (conv.group, spec.input_channels, spec.output_channels);
+        let unpadded = (0..2).all(|d| spec.padding.valid_dim(d, true));
+        if groups == 0
+            || c_in % groups != 0
+            || c_out % groups != 0
+            || c_out == 0
+            || conv.q_params.is_some()
+            || conv.kernel_fmt != KernelFormat::OIHW
+            || *spec.kernel_shape != kernel_shape
+            || spec.dilations().iter().any(|&d| d != 1)
+            || spec.stride(0) != stride
+            || spec.stride(1) != stride
+            || (kernel_shape == [1, 1] && !unpadded)
+        {
+            return Ok(None);
+        }
+        let Some(rank) = nchw_f32(model, spec.data_format, node.inputs[0], c_in)? else {
+            return Ok(None);
+        };
+        let Some((kernel, bias)) = conv_constants(model, node)? else {
+            return Ok(None);
+        };
+        let [kh, kw] = kernel_shape;
+        if kernel.datum_type() != f32::datum_type()
+            || kernel.shape() != [c_out, c_in / groups, kh, kw]
+        {
+            return Ok(None);
+        }
+        let Some(bias) = broadcast_per_channel(&bias, c_out, 0)? else {
+            return Ok(None);
+        };
+        Ok(Some(ConvParams {
+            groups,
+            c_in,
+            c_out,
+            rank,
+            kernel,
+            bias,
+        }))
+    }
 }
 
 /// A 3x3 stride-2 convolution with padding 1 (group 1, constant weights; the first layer)
 /// on [`EdgeConv3x3s2`], with the ReLU that directly follows fused.
 fn conv3x3_stride2(model: &mut TypedModel, id: usize) -> TractResult<bool> {
-    let node = model.node(id);
-    let Some(conv) = node.op_as::<Conv>() else {
+    let Some(conv) = ConvParams::of(model, id, [3, 3], 2)? else {
         return Ok(false);
     };
-    let spec = &conv.pool_spec;
-    let (c_in, c_out) = (spec.input_channels, spec.output_channels);
-    if conv.group != 1
-        || c_in == 0
-        || c_out == 0
-        || conv.q_params.is_some()
-        || conv.kernel_fmt != KernelFormat::OIHW
-        || *spec.kernel_shape != [3, 3]
-        || spec.dilations().iter().any(|&d| d != 1)
-        || spec.stride(0) != 2
-        || spec.stride(1) != 2
-        || !padded_by_one(&spec.padding)
-        || node.inputs.len() != 3
-    {
+    let padding = &model.node(id).op_as::<Conv>().unwrap().pool_spec.padding;
+    if conv.groups != 1 || !padded_by_one(padding) {
         return Ok(false);
     }
-    let rank = match spec.data_format {
-        DataFormat::NCHW => 4,
-        DataFormat::CHW => 3,
-        _ => return Ok(false),
-    };
-    let x = model.outlet_fact(node.inputs[0])?;
-    if x.datum_type != f32::datum_type()
-        || x.rank() != rank
-        || x.shape[rank - 3].to_usize().ok() != Some(c_in)
-    {
-        return Ok(false);
-    }
-    let Some((kernel, bias)) = conv_constants(model, node)? else {
-        return Ok(false);
-    };
-    if kernel.datum_type() != f32::datum_type() || kernel.shape() != [c_out, c_in, 3, 3] {
-        return Ok(false);
-    }
-    let Some(bias) = broadcast_per_channel(&bias, c_out, 0)? else {
-        return Ok(false);
-    };
     let conv_out = OutletId::new(id, 0);
     let relu = relu_successor(model, conv_out)?;
     let kernel = PackedConv3x3s2::new(
-        kernel.try_as_plain_ram()?.as_slice::<f32>()?,
-        &bias,
-        c_in,
-        c_out,
+        conv.kernel.try_as_plain_ram()?.as_slice::<f32>()?,
+        &conv.bias,
+        conv.c_in,
+        conv.c_out,
         relu.is_some(),
     );
-    let name = node.name.clone();
-    let data = node.inputs[0];
-    let mut patch = TypedModelPatch::new(format!("edge conv3x3 stride 2 {name}"));
-    let input = patch.tap_model(model, data)?;
     let op = EdgeConv3x3s2 {
         kernel: Arc::new(kernel),
     };
-    let wire = patch.wire_node(format!("{name}.edge_conv3x3s2"), op, &[input])?[0];
-    patch.shunt_outside(model, relu.unwrap_or(conv_out), wire)?;
-    patch.apply(model)?;
+    let node = model.node(id);
+    let (name, data) = (format!("{}.edge_conv3x3s2", node.name), node.inputs[0]);
+    replace_by(model, &[data], op, name, relu.unwrap_or(conv_out))?;
     Ok(true)
 }
 
@@ -620,15 +595,11 @@ fn pool_linear(model: &mut TypedModel, id: usize) -> TractResult<bool> {
         channels,
         classes,
     );
-    let name = linear.name.clone();
-    let mut patch = TypedModelPatch::new(format!("edge pool+linear {name}"));
-    let input = patch.tap_model(model, data)?;
+    let name = format!("{}.edge_pool_linear", linear.name);
     let op = EdgePoolLinear {
         kernel: Arc::new(kernel),
     };
-    let wire = patch.wire_node(format!("{name}.edge_pool_linear"), op, &[input])?[0];
-    patch.shunt_outside(model, tail, wire)?;
-    patch.apply(model)?;
+    replace_by(model, &[data], op, name, tail)?;
     Ok(true)
 }
 
@@ -862,14 +833,9 @@ fn fuse_add_relu(model: &mut TypedModel, id: usize) -> TractResult<bool> {
     let Some(relu_out) = relu_successor(model, sum)? else {
         return Ok(false);
     };
-    let relu = model.node(relu_out.node);
-    let (inputs, relu_id, name) = (node.inputs.clone(), relu.id, relu.name.clone());
-    let mut patch = TypedModelPatch::new(format!("edge add-relu {name}"));
-    let a = patch.tap_model(model, inputs[0])?;
-    let b = patch.tap_model(model, inputs[1])?;
-    let wire = patch.wire_node(format!("{name}.edge_add_relu"), EdgeAddRelu, &[a, b])?[0];
-    patch.shunt_outside(model, OutletId::new(relu_id, 0), wire)?;
-    patch.apply(model)?;
+    let name = format!("{}.edge_add_relu", model.node(relu_out.node).name);
+    let inputs = node.inputs.clone();
+    replace_by(model, &inputs, EdgeAddRelu, name, relu_out)?;
     Ok(true)
 }
 
@@ -895,11 +861,8 @@ pub fn rewrite_optimised(mut model: TypedModel) -> TractResult<(TypedModel, usiz
         if !is_zero_constant(&model, node.inputs[1])? {
             continue;
         }
-        let mut patch = TypedModelPatch::new(format!("edge relu {}", node.name));
-        let tapped = patch.tap_model(&model, node.inputs[0])?;
-        let wire = patch.wire_node(format!("{}.edge_relu", node.name), EdgeRelu, &[tapped])?[0];
-        patch.shunt_outside(&model, OutletId::new(id, 0), wire)?;
-        patch.apply(&mut model)?;
+        let (name, data) = (format!("{}.edge_relu", node.name), node.inputs[0]);
+        replace_by(&mut model, &[data], EdgeRelu, name, OutletId::new(id, 0))?;
         replaced += 1;
     }
     model.compact()?;
