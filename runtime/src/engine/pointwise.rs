@@ -11,15 +11,24 @@ pub struct EdgePointwise {
     pub kernel: Arc<PackedPointwise>,
 }
 
+/// Our convolutions accept `[N, C, H, W]` or, after declutter dropped a unit batch axis,
+/// `[C, H, W]`, with `expected` channels.
+fn check_nchw(op: &str, rank: usize, channels: Option<usize>, expected: usize) -> TractResult<()> {
+    ensure!(
+        (rank == 3 || rank == 4) && channels == Some(expected),
+        "{op} expects (N)CHW input with {expected} channels"
+    );
+    Ok(())
+}
+
 impl EdgePointwise {
-    /// Accepts `[N, C, H, W]` or, after declutter dropped a unit batch axis, `[C, H, W]`.
     fn check_rank(&self, rank: usize, channels: Option<usize>) -> TractResult<()> {
-        ensure!(
-            (rank == 3 || rank == 4) && channels == Some(self.kernel.input_channels()),
-            "EdgePointwise expects (N)CHW input with {} channels",
-            self.kernel.input_channels()
-        );
-        Ok(())
+        check_nchw(
+            "EdgePointwise",
+            rank,
+            channels,
+            self.kernel.input_channels(),
+        )
     }
 }
 
@@ -103,12 +112,7 @@ pub struct EdgeConv3x3s2 {
 
 impl EdgeConv3x3s2 {
     fn check_rank(&self, rank: usize, channels: Option<usize>) -> TractResult<()> {
-        ensure!(
-            (rank == 3 || rank == 4) && channels == Some(self.kernel.in_channels),
-            "EdgeConv3x3s2 expects (N)CHW input with {} channels",
-            self.kernel.in_channels
-        );
-        Ok(())
+        check_nchw("EdgeConv3x3s2", rank, channels, self.kernel.in_channels)
     }
 }
 

@@ -11,7 +11,7 @@
 //! MACs). A row's last, partial tile overlaps the previous one; rows narrower than 8
 //! pixels take the scalar path, as do CPUs without NEON.
 
-use super::isa::Isa;
+use super::isa::{same_bits, Isa};
 
 use super::depthwise::copy_into_padded;
 
@@ -41,11 +41,10 @@ pub struct PackedConv3x3s2 {
 /// Bit-for-bit equality (tract compares ops with `Eq`).
 impl PartialEq for PackedConv3x3s2 {
     fn eq(&self, other: &Self) -> bool {
-        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
         (self.in_channels, self.out_channels, self.relu)
             == (other.in_channels, other.out_channels, other.relu)
-            && bits(&self.packed) == bits(&other.packed)
-            && bits(&self.epilogue) == bits(&other.epilogue)
+            && same_bits(&self.packed, &other.packed)
+            && same_bits(&self.epilogue, &other.epilogue)
     }
 }
 

@@ -65,6 +65,12 @@ pub fn neon_detected() -> bool {
     *NEON.get_or_init(|| unsafe { libc::getauxval(libc::AT_HWCAP) } & HWCAP_NEON != 0)
 }
 
+/// Bit-for-bit equality of packed weights (tract compares ops with `Eq`; a NaN weight
+/// equals itself, which is what an op's identity needs).
+pub(crate) fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
 /// Deterministic test values in [-1, 1) (xorshift; no crate needed for a test pattern).
 #[cfg(test)]
 pub fn test_pattern(len: usize, seed: u32) -> Vec<f32> {

@@ -20,7 +20,7 @@
 //! the 1 MiB L2, each weight block (at most `k * 24` bytes) staying in the 32 KiB L1
 //! while it sweeps the chunk.
 
-use super::isa::Isa;
+use super::isa::{same_bits, Isa};
 
 /// Output channels per tile: the tall block, and the short one that covers remainders of
 /// 2 and 4 exactly (every layer of the nine networks has a multiple of 2 channels).
@@ -63,11 +63,10 @@ pub struct PackedPointwise {
 /// themselves, which is what an op identity needs).
 impl PartialEq for PackedPointwise {
     fn eq(&self, other: &Self) -> bool {
-        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
         (self.groups, self.rows, self.depth, self.relu)
             == (other.groups, other.rows, other.depth, other.relu)
-            && bits(&self.packed) == bits(&other.packed)
-            && bits(&self.epilogue) == bits(&other.epilogue)
+            && same_bits(&self.packed, &other.packed)
+            && same_bits(&self.epilogue, &other.epilogue)
     }
 }
 

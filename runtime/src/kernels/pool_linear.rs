@@ -7,7 +7,7 @@
 //! it walks `k`: its weights are packed once as `[class tile][k][16]`, so each step of `k`
 //! is two contiguous loads and four multiply-adds by the pooled value as a scalar.
 
-use super::isa::Isa;
+use super::isa::{same_bits, Isa};
 
 /// Logits per tile.
 const TILE: usize = 16;
@@ -28,10 +28,9 @@ pub struct PackedPoolLinear {
 /// Bit-for-bit equality (tract compares ops with `Eq`).
 impl PartialEq for PackedPoolLinear {
     fn eq(&self, other: &Self) -> bool {
-        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
         (self.channels, self.classes) == (other.channels, other.classes)
-            && bits(&self.packed) == bits(&other.packed)
-            && bits(&self.bias) == bits(&other.bias)
+            && same_bits(&self.packed, &other.packed)
+            && same_bits(&self.bias, &other.bias)
     }
 }
 
