@@ -113,6 +113,14 @@ impl PackedPoolLinear {
             };
             return;
         }
+        #[cfg(target_arch = "x86_64")]
+        if imp == Isa::Avx2Fma {
+            for (p, plane) in pooled.iter_mut().zip(x.chunks_exact(plane)) {
+                // SAFETY: AVX2 and FMA are available (imp).
+                *p = unsafe { avx2::sum(plane) } * scale;
+            }
+            return;
+        }
         let _ = imp;
         for (p, plane) in pooled.iter_mut().zip(x.chunks_exact(plane)) {
             *p = plane.iter().sum::<f32>() * scale;
@@ -138,6 +146,13 @@ impl PackedPoolLinear {
                 };
                 continue;
             }
+            #[cfg(target_arch = "x86_64")]
+            if imp == Isa::Avx2Fma {
+                // SAFETY: AVX2 and FMA are available (imp); weights hold k * TILE floats,
+                // pooled k, bias and out TILE.
+                unsafe { avx2::tile16(weights, pooled, bias, out) };
+                continue;
+            }
             let _ = imp;
             out.copy_from_slice(bias);
             for (w, &p) in weights.chunks_exact(TILE).zip(pooled) {
@@ -146,6 +161,54 @@ impl PackedPoolLinear {
                 }
             }
         }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// Sum of a plane: four vector accumulators, then the scalar rest.
+    ///
+    /// # Safety
+    /// AVX2 and FMA available.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn sum(plane: &[f32]) -> f32 {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut blocks = plane.chunks_exact(32);
+        for block in &mut blocks {
+            for (i, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_add_ps(*a, _mm256_loadu_ps(block.as_ptr().add(8 * i)));
+            }
+        }
+        let total = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), total);
+        lanes.iter().sum::<f32>() + blocks.remainder().iter().sum::<f32>()
+    }
+
+    /// 16 logits: `out = bias + sum_k w[k][..16] * pooled[k]`, even and odd `k` in
+    /// separate accumulators (four independent FMA chains).
+    ///
+    /// # Safety
+    /// AVX2 and FMA available; `w` holds `pooled.len() * 16` floats, `bias` and `out` 16.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn tile16(w: &[f32], pooled: &[f32], bias: &[f32], out: &mut [f32]) {
+        assert!(w.len() >= pooled.len() * 16 && bias.len() >= 16 && out.len() >= 16);
+        let w = w.as_ptr();
+        let mut even = [
+            _mm256_loadu_ps(bias.as_ptr()),
+            _mm256_loadu_ps(bias.as_ptr().add(8)),
+        ];
+        let mut odd = [_mm256_setzero_ps(); 2];
+        for (k, &p) in pooled.iter().enumerate() {
+            let acc = if k % 2 == 0 { &mut even } else { &mut odd };
+            let p = _mm256_set1_ps(p);
+            acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(w.add(16 * k)), p, acc[0]);
+            acc[1] = _mm256_fmadd_ps(_mm256_loadu_ps(w.add(16 * k + 8)), p, acc[1]);
+        }
+        _mm256_storeu_ps(out.as_mut_ptr(), _mm256_add_ps(even[0], odd[0]));
+        _mm256_storeu_ps(out.as_mut_ptr().add(8), _mm256_add_ps(even[1], odd[1]));
     }
 }
 
