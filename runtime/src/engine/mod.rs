@@ -1,12 +1,17 @@
 //! The `edge` engine: tract's optimised graph with our own kernels patched in
 //! (issue 7). Owned by the kernel engineer.
 //!
-//! [`apply`] runs on the decluttered typed model. It replaces every 3x3 depthwise
-//! convolution (group == input channels == output channels, pad 1, stride 1 or 2, NCHW or
-//! CHW, f32, constant weights) by [`EdgeDepthwise3x3`], folding into it what directly follows
-//! and has no other consumer: the BatchNorm that declutter leaves as per-channel
-//! `Mul`/`Add` (or already as the conv bias when the export folded it) and the ReLU, which
-//! tract represents as `Max(x, 0)`.
+//! [`apply`] runs on the decluttered typed model, before tract's optimiser. It replaces
+//! every 3x3 depthwise convolution (group == input channels == output channels, pad 1,
+//! stride 1 or 2, NCHW or CHW, f32, constant weights) by [`EdgeDepthwise3x3`], folding
+//! into it what directly follows and has no other consumer: the BatchNorm that declutter
+//! leaves as per-channel `Mul`/`Add` (or already as the conv bias when the export folded
+//! it) and the ReLU, which tract represents as `Max(x, 0)`. Then, where this CPU has a
+//! vector path ([`RewriteOptions`]), the 1x1 convolutions become [`EdgePointwise`], the
+//! first 3x3 stride-2 convolution [`EdgeConv3x3s2`] and the pool-and-classifier head
+//! [`EdgePoolLinear`], each with its bias, BatchNorm and ReLU folded in; ShuffleNet's
+//! pools and residual joins get their own ops too. [`rewrite_optimised`] runs after the
+//! optimiser, for the ReLUs it leaves as a scalar pass.
 
 pub mod depthwise;
 pub mod elementwise;
