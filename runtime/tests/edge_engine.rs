@@ -205,11 +205,9 @@ fn depthwise_output_with_two_consumers_keeps_them_outside() {
     );
 }
 
-/// ShuffleNet's grouped 1x1 convolutions: tract's declutter leaves their BatchNorm as an
-/// element-wise chain; the edge rewrite folds it into the weights, and the residual join
-/// `Relu(a + b)` becomes one pass. (tract already folds BatchNorm into ungrouped convs.)
-#[test]
-fn batchnorm_after_grouped_pointwise_conv_folds_into_it() {
+/// Two grouped 1x1 convolutions (3 groups) with BatchNorm and ReLU, joined by a
+/// residual `Relu(a + b)`, on a `[1, 6, 7, 5]` input.
+fn shufflenet_like_unit() -> Vec<u8> {
     let mut g = GraphBuilder::new(11);
     let x = g.conv("input", 6, 9, 1, 1, 3, false);
     let x = g.batch_norm(&x, 9);
@@ -218,7 +216,15 @@ fn batchnorm_after_grouped_pointwise_conv_folds_into_it() {
     let y = g.batch_norm(&y, 9);
     let y = g.add(&y, &x);
     let y = g.relu(&y);
-    let bytes = g.build("input", &[1, 6, 7, 5], &y);
+    g.build("input", &[1, 6, 7, 5], &y)
+}
+
+/// ShuffleNet's grouped 1x1 convolutions: tract's declutter leaves their BatchNorm as an
+/// element-wise chain; the edge rewrite folds it into the weights, and the residual join
+/// `Relu(a + b)` becomes one pass. (tract already folds BatchNorm into ungrouped convs.)
+#[test]
+fn batchnorm_after_grouped_pointwise_conv_folds_into_it() {
+    let bytes = shufflenet_like_unit();
     let summary = compare(&bytes, &[1, 6, 7, 5]);
     assert_eq!(
         summary,
@@ -264,15 +270,7 @@ fn stem_and_pointwise_convolutions_run_on_our_gemms() {
 
 #[test]
 fn grouped_pointwise_convolutions_run_on_our_gemm() {
-    let mut g = GraphBuilder::new(11);
-    let x = g.conv("input", 6, 9, 1, 1, 3, false);
-    let x = g.batch_norm(&x, 9);
-    let x = g.relu(&x);
-    let y = g.conv(&x, 9, 9, 1, 1, 3, false);
-    let y = g.batch_norm(&y, 9);
-    let y = g.add(&y, &x);
-    let y = g.relu(&y);
-    let bytes = g.build("input", &[1, 6, 7, 5], &y);
+    let bytes = shufflenet_like_unit();
     let summary = compare_with(&bytes, &[1, 6, 7, 5], ALL_KERNELS);
     assert_eq!(
         summary,

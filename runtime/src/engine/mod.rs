@@ -351,6 +351,7 @@ fn grouped_pointwise_as_batched_matmul(model: &mut TypedModel, id: usize) -> Tra
         rank,
         kernel,
         bias,
+        ..
     } = conv;
     if groups < 2 || groups == c_in {
         return Ok(false);
@@ -443,6 +444,8 @@ struct ConvParams {
     c_out: usize,
     /// Of the input.
     rank: usize,
+    /// Padding 1 on every side (see [`padded_by_one`]).
+    padded_by_one: bool,
     kernel: Arc<Tensor>,
     /// Per output channel.
     bias: Vec<f32>,
@@ -498,6 +501,7 @@ impl ConvParams {
             c_in,
             c_out,
             rank,
+            padded_by_one: padded_by_one(&spec.padding),
             kernel,
             bias,
         }))
@@ -510,8 +514,7 @@ fn conv3x3_stride2(model: &mut TypedModel, id: usize) -> TractResult<bool> {
     let Some(conv) = ConvParams::of(model, id, [3, 3], 2)? else {
         return Ok(false);
     };
-    let padding = &model.node(id).op_as::<Conv>().unwrap().pool_spec.padding;
-    if conv.groups != 1 || !padded_by_one(padding) {
+    if conv.groups != 1 || !conv.padded_by_one {
         return Ok(false);
     }
     let conv_out = OutletId::new(id, 0);
@@ -884,61 +887,20 @@ struct DepthwisePlan {
 /// A depthwise conv our kernel implements: its stride, 3x3 weights and bias.
 type DepthwiseParams = (usize, Vec<f32>, Vec<f32>);
 
-/// Weights and bias if `node` is a depthwise 3x3 conv our kernel implements.
-fn depthwise_conv_params(
-    model: &TypedModel,
-    node: &TypedNode,
-) -> TractResult<Option<DepthwiseParams>> {
-    let Some(conv) = node.op_as::<Conv>() else {
-        return Ok(None);
-    };
-    let spec = &conv.pool_spec;
-    let channels = spec.input_channels;
-    let padded_by_one = match &spec.padding {
-        PaddingSpec::Explicit(before, after) | PaddingSpec::ExplicitOnnxPool(before, after, _) => {
-            before.iter().chain(after.iter()).all(|&p| p == 1)
+/// Stride, weights and bias if node `id` is a depthwise 3x3 conv (padding 1) our kernel
+/// implements.
+fn depthwise_conv_params(model: &TypedModel, id: usize) -> TractResult<Option<DepthwiseParams>> {
+    for stride in [1, 2] {
+        let Some(conv) = ConvParams::of(model, id, [3, 3], stride)? else {
+            continue;
+        };
+        if conv.groups != conv.c_in || conv.c_out != conv.c_in || !conv.padded_by_one {
+            return Ok(None);
         }
-        _ => false,
-    };
-    let stride = spec.stride(0);
-    if conv.q_params.is_some()
-        || conv.group != channels
-        || spec.output_channels != channels
-        || !matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
-        || conv.kernel_fmt != KernelFormat::OIHW
-        || *spec.kernel_shape != [3, 3]
-        || spec.dilations().iter().any(|&d| d != 1)
-        || spec.stride(1) != stride
-        || !(stride == 1 || stride == 2)
-        || !padded_by_one
-        || node.inputs.len() != 3
-    {
-        return Ok(None);
+        let weights = conv.kernel.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
+        return Ok(Some((stride, weights, conv.bias)));
     }
-    let input = model.outlet_fact(node.inputs[0])?;
-    let rank = if spec.data_format == DataFormat::NCHW {
-        4
-    } else {
-        3
-    };
-    if input.datum_type != f32::datum_type()
-        || input.rank() != rank
-        || input.shape[rank - 3].to_usize().ok() != Some(channels)
-    {
-        return Ok(None);
-    }
-    let Some((kernel, bias)) = conv_constants(model, node)? else {
-        return Ok(None);
-    };
-    if kernel.datum_type() != f32::datum_type() || kernel.shape() != [channels, 1, 3, 3] {
-        return Ok(None);
-    }
-    let weights = kernel.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
-    let bias = match broadcast_per_channel(&bias, channels, 0)? {
-        Some(b) => b,
-        None => return Ok(None),
-    };
-    Ok(Some((stride, weights, bias)))
+    Ok(None)
 }
 
 /// Values of a constant that broadcasts per channel against `[N, C, H, W]`: any shape
@@ -1040,8 +1002,7 @@ fn affine_chain(
 }
 
 fn plan_depthwise(model: &TypedModel, id: usize) -> TractResult<Option<DepthwisePlan>> {
-    let node = model.node(id);
-    let Some((stride, weights, conv_bias)) = depthwise_conv_params(model, node)? else {
+    let Some((stride, weights, conv_bias)) = depthwise_conv_params(model, id)? else {
         return Ok(None);
     };
     let channels = conv_bias.len();

@@ -69,7 +69,7 @@ impl EvalOp for EdgePointwise {
         out_shape[rank - 3] = self.kernel.output_channels();
         // SAFETY: the kernel writes every output element (none when the map is empty).
         let mut output = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
-        if pixels > 0 && shape.iter().all(|&d| d > 0) {
+        if shape.iter().all(|&d| d > 0) {
             self.kernel.run(
                 input.try_as_plain_ram()?.as_slice::<f32>()?,
                 pixels,

@@ -139,16 +139,11 @@ impl PackedConv3x3s2 {
             .zip(output.chunks_exact_mut(image_out))
         {
             // The depthwise kernel's plane copy: memcpy per row costs ~3x more on armv7.
-            let copy_with = if imp == Isa::Neon {
-                Isa::Neon
-            } else {
-                Isa::Scalar
-            };
             for (plane, padded) in x
                 .chunks_exact(height * width)
                 .zip(padded.chunks_exact_mut(hp * wp))
             {
-                copy_into_padded(copy_with, plane, padded, width);
+                copy_into_padded(imp, plane, padded, width);
             }
             for b in 0..self.out_channels.div_ceil(BLOCK) {
                 self.block(imp, b, &padded, hp, wp, oh, ow, out);
@@ -189,11 +184,22 @@ impl PackedConv3x3s2 {
                 let starts = (0..ow / 16)
                     .map(|t| t * 16)
                     .chain((!ow.is_multiple_of(16)).then_some(ow - 16));
+                // A partial block goes through a scratch tile; a full one writes its rows.
+                let direct = rows == BLOCK;
+                if direct {
+                    assert!(out.len() >= ((BLOCK - 1) * oh + oy) * ow + ow);
+                }
+                let mut scratch = [0f32; BLOCK * 16];
                 for ox in starts {
-                    let mut tile = [0f32; BLOCK * 16];
+                    let (dst, dst_stride) = if direct {
+                        // SAFETY: ox + 16 <= ow; the BLOCK rows are inside out (asserted).
+                        (unsafe { out.as_mut_ptr().add(oy * ow + ox) }, oh * ow)
+                    } else {
+                        (scratch.as_mut_ptr(), 16)
+                    };
                     // SAFETY: AVX2 and FMA are available (imp); reads as asserted above
                     // (channel planes hp * wp apart), the weights (in_channels * 36 floats)
-                    // and epilogue (8); writes the 64-float tile.
+                    // and epilogue (8); writes 4 rows of 16 floats at dst, dst_stride apart.
                     unsafe {
                         avx2::tile(
                             padded.as_ptr().add(at(ox)),
@@ -201,11 +207,15 @@ impl PackedConv3x3s2 {
                             self.in_channels,
                             weights.as_ptr(),
                             epilogue.as_ptr(),
-                            tile.as_mut_ptr(),
+                            dst,
+                            dst_stride,
                         )
                     };
-                    for r in 0..rows {
-                        out[(r * oh + oy) * ow + ox..][..16].copy_from_slice(&tile[r * 16..][..16]);
+                    if !direct {
+                        for r in 0..rows {
+                            out[(r * oh + oy) * ow + ox..][..16]
+                                .copy_from_slice(&scratch[r * 16..][..16]);
+                        }
                     }
                 }
                 continue;
@@ -288,32 +298,19 @@ impl PackedConv3x3s2 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
+    use crate::kernels::depthwise::avx2::{evens, odds};
     use std::arch::x86_64::*;
 
-    /// Even-indexed floats `p[0], p[2], .., p[14]`.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn evens(p: *const f32) -> __m256 {
-        let mixed = _mm256_shuffle_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)), 0x88);
-        _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(mixed), 0xD8))
-    }
-
-    /// Odd-indexed floats `p[1], p[3], .., p[15]`.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn odds(p: *const f32) -> __m256 {
-        let mixed = _mm256_shuffle_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)), 0xDD);
-        _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(mixed), 0xD8))
-    }
-
-    /// 4 output channels x 16 pixels of one row into `out` (`[4][16]`): per input channel
+    /// 4 output channels x 16 pixels of one row into `out` (rows `out_stride` floats
+    /// apart): per input channel
     /// and kernel row, the even, odd and shifted even columns are the `kx` = 0, 1, 2
     /// vectors (8 accumulators).
     ///
     /// # Safety
     /// AVX2 and FMA available; `input` (row 2oy, column 2ox of channel 0) readable for 3
     /// rows of 34 floats in each of `in_channels` planes (`(plane, row)` strides in
-    /// floats); `weights` for `in_channels * 36` floats, `epilogue` for 5; `out` for 64.
+    /// floats); `weights` for `in_channels * 36` floats, `epilogue` for 5; `out` writable
+    /// for 4 rows of 16 floats.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn tile(
         input: *const f32,
@@ -322,6 +319,7 @@ mod avx2 {
         weights: *const f32,
         epilogue: *const f32,
         out: *mut f32,
+        out_stride: usize,
     ) {
         let mut acc: [[__m256; 2]; 4] =
             std::array::from_fn(|r| [_mm256_set1_ps(*epilogue.add(r)); 2]);
@@ -346,8 +344,9 @@ mod avx2 {
         }
         let floor = _mm256_set1_ps(*epilogue.add(super::BLOCK));
         for (r, acc) in acc.iter().enumerate() {
-            _mm256_storeu_ps(out.add(16 * r), _mm256_max_ps(acc[0], floor));
-            _mm256_storeu_ps(out.add(16 * r + 8), _mm256_max_ps(acc[1], floor));
+            let row = out.add(r * out_stride);
+            _mm256_storeu_ps(row, _mm256_max_ps(acc[0], floor));
+            _mm256_storeu_ps(row.add(8), _mm256_max_ps(acc[1], floor));
         }
     }
 }

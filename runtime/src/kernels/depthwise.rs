@@ -462,22 +462,7 @@ mod neon {
             "vadd.f32 q5, q5, q6",
             "vmax.f32 q5, q5, q4",
             "vst1.32 {{d10-d11}}, [{o}]!",
-            "subs {n}, {n}, #1",
-            "bgt 2b",
-            "cmp {back}, #0",
-            "beq 3f",
-            "sub {a}, {a}, {back}",
-            "sub {b}, {b}, {back}",
-            "sub {c}, {c}, {back}",
-            "sub {o}, {o}, {back}",
-            "mov {n}, #1",
-            "mov {back}, #0",
-            "b 2b",
-            "3:",
-            "ldr {a}, [{p}, #60]",
-            "add {row}, {row}, {a}",
-            "subs {rows}, {rows}, #1",
-            "bgt 1b",
+            neon_row_end!("", "60"),
             p = in(reg) args as *const PlaneArgs,
             row = inout(reg) padded => _,
             rows = inout(reg) oh => _,
@@ -537,22 +522,7 @@ mod neon {
             "vadd.f32 q5, q5, q6",
             "vmax.f32 q5, q5, q4",
             "vst1.32 {{d10-d11}}, [{o}]!",
-            "subs {n}, {n}, #1",
-            "bgt 2b",
-            "cmp {back}, #0",
-            "beq 3f",
-            "sub {a}, {a}, {back}, lsl #1",
-            "sub {b}, {b}, {back}, lsl #1",
-            "sub {c}, {c}, {back}, lsl #1",
-            "sub {o}, {o}, {back}",
-            "mov {n}, #1",
-            "mov {back}, #0",
-            "b 2b",
-            "3:",
-            "ldr {a}, [{p}, #60]",
-            "add {row}, {row}, {a}",
-            "subs {rows}, {rows}, #1",
-            "bgt 1b",
+            neon_row_end!(", lsl #1", "60"),
             p = in(reg) args as *const PlaneArgs,
             row = inout(reg) padded => _,
             rows = inout(reg) oh => _,
@@ -571,13 +541,13 @@ mod neon {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(super) mod avx2 {
     use std::arch::x86_64::*;
 
     /// Even-indexed floats `p[0], p[2], .., p[14]`.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn evens(p: *const f32) -> __m256 {
+    pub(in crate::kernels) unsafe fn evens(p: *const f32) -> __m256 {
         let lo = _mm256_loadu_ps(p);
         let hi = _mm256_loadu_ps(p.add(8));
         // shuffle gives [lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6]; reorder the 64-bit pairs.
@@ -588,7 +558,7 @@ mod avx2 {
     /// Odd-indexed floats `p[1], p[3], .., p[15]`.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn odds(p: *const f32) -> __m256 {
+    pub(in crate::kernels) unsafe fn odds(p: *const f32) -> __m256 {
         let lo = _mm256_loadu_ps(p);
         let hi = _mm256_loadu_ps(p.add(8));
         let mixed = _mm256_shuffle_ps(lo, hi, 0xDD);

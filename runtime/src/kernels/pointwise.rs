@@ -101,7 +101,7 @@ impl PackedPointwise {
         assert_eq!(weights.len(), groups * rows * depth);
         assert_eq!(bias.len(), groups * rows);
         let blocks = block_plan(rows);
-        let group_floats: usize = blocks.iter().map(|b| b.height * depth).sum();
+        let group_floats = group_floats(&blocks, depth);
         let mut packed = vec![0f32; groups * group_floats];
         let mut epilogue = vec![0f32; groups * blocks.len() * EPILOGUE];
         let floor = if relu { 0.0 } else { f32::NEG_INFINITY };
@@ -161,8 +161,9 @@ impl PackedPointwise {
         assert_eq!(input.len() % image_in, 0);
         assert_eq!(output.len(), input.len() / image_in * image_out);
         let tiles = column_tiles(imp, pixels);
-        // Tiles are at most 8 pixels wide.
-        let per_chunk = (CHUNK_BYTES / (4 * self.depth * 8)).max(1);
+        let (wide, _, _) = tile_widths(imp);
+        let per_chunk = (CHUNK_BYTES / (4 * self.depth * wide)).max(1);
+        let group_floats = group_floats(&self.blocks, self.depth);
         for (x, out) in input
             .chunks_exact(image_in)
             .zip(output.chunks_exact_mut(image_out))
@@ -170,7 +171,6 @@ impl PackedPointwise {
             for g in 0..self.groups {
                 let x = &x[g * self.depth * pixels..][..self.depth * pixels];
                 let out = &mut out[g * self.rows * pixels..][..self.rows * pixels];
-                let group_floats: usize = self.blocks.iter().map(|b| b.height * self.depth).sum();
                 let packed = &self.packed[g * group_floats..][..group_floats];
                 for chunk in tiles.chunks(per_chunk) {
                     let mut offset = 0;
@@ -193,6 +193,11 @@ impl PackedPointwise {
             }
         }
     }
+}
+
+/// Floats of one group's packed weights.
+fn group_floats(blocks: &[BlockPlan], depth: usize) -> usize {
+    blocks.iter().map(|b| b.height * depth).sum()
 }
 
 /// Where a block of output channels starts and how many rows its tile has.
@@ -294,9 +299,10 @@ impl Block<'_> {
         if direct {
             assert!(out.len() >= (self.height - 1) * pixels + end);
         }
+        // Only a partial block writes here; one per call, not per tile.
+        let mut scratch = [0f32; ROWS * 16];
         for t in 0..count {
             let start = tile.start + t * cols;
-            let mut scratch = [0f32; ROWS * 16];
             let (dst, dst_stride) = if direct {
                 // SAFETY: start + cols <= end, inside out (asserted).
                 (unsafe { out.as_mut_ptr().add(start) }, pixels)
@@ -498,10 +504,10 @@ mod neon {
     /// Read by the assembly at fixed offsets.
     #[repr(C)]
     pub struct GemmArgs {
-        /// The packed `[depth][6]` weight block.
+        /// The packed `[depth][height]` weight block (height 6 or 4, the kernel's rows).
         pub weights: *const f32,
         pub depth: usize,
-        /// 6 biases, then the floor.
+        /// The biases, then the floor at index 6.
         pub epilogue: *const f32,
         /// Bytes between rows of `x`.
         pub x_stride: usize,
@@ -517,9 +523,9 @@ mod neon {
             ///
             /// # Safety
             /// `x` readable for the tiles' columns in each of `depth` rows `x_stride`
-            /// bytes apart, `out` writable likewise for 6 rows `out_stride` bytes apart,
-            /// the weight block for `depth * 6` floats, the epilogue for 8; `depth >= 1`,
-            /// `count >= 1`.
+            /// bytes apart, `out` writable likewise for the tile's rows, `out_stride`
+            /// bytes apart; the weight block for `depth` times the tile's rows floats, the
+            /// epilogue for 8; `depth >= 1`, `count >= 1`.
             pub unsafe fn $name(args: &GemmArgs, x: *const f32, out: *mut f32, count: usize) {
                 core::arch::asm!(
                     "1:",
