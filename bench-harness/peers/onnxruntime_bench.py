@@ -11,7 +11,21 @@ load and clock:
 It measures each model in models/onnx (exported by `edgebench run` or
 `cargo run -p model-zoo -- export`) with intra- and inter-op threads set to 1 and
 sequential execution, after warm-up runs, and prints the median latency with a 95 %
-interval of the median (order statistics, no normality assumed). With --edgebench-json
+interval of the median (order statistics, no normality assumed).
+
+It measures one model at a time, each inference right after the previous one of the
+same model. `edgebench run` measures a budget's models interleaved in rounds, so each
+of its inferences starts with the other models' data in the caches. For a like-for-like
+latency comparison, run edgebench one model at a time too and pass every report:
+
+    for m in fd_mobilenet_1.0 mobilenet_0.5 shufflenet_g3_1.0; do
+        edgebench run --engine edge --models $m --json ours-$m.json
+    done
+    .venv/bin/python bench-harness/peers/onnxruntime_bench.py \
+        --models fd_mobilenet_1.0,mobilenet_0.5,shufflenet_g3_1.0 \
+        --edgebench-json ours-fd_mobilenet_1.0.json --edgebench-json ours-mobilenet_0.5.json \
+        --edgebench-json ours-shufflenet_g3_1.0.json
+ With --edgebench-json
 it puts edgebench's own medians beside onnxruntime's: a markdown table of
 tract / edge / onnxruntime and the edge/onnxruntime ratio (below 1: ours is faster).
 Results go to --json (schema edgebench/peer-onnxruntime/v1), never overwriting a file.
@@ -102,7 +116,12 @@ def main():
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--min-runs", type=int, default=50)
     ap.add_argument("--min-time", type=float, default=3.0, help="seconds per model")
-    ap.add_argument("--edgebench-json", help="edgebench run --json report to compare with")
+    ap.add_argument(
+        "--edgebench-json",
+        action="append",
+        default=[],
+        help="edgebench run --json report to compare with (repeatable: one per model)",
+    )
     ap.add_argument("--json", help="write the results here (never overwritten)")
     args = ap.parse_args()
 
@@ -114,7 +133,9 @@ def main():
 
     if args.json and os.path.exists(args.json):
         die(f"{args.json}: already exists (results are never overwritten)")
-    ours = edgebench_medians(args.edgebench_json) if args.edgebench_json else {}
+    ours = {}
+    for path in args.edgebench_json:
+        ours.update(edgebench_medians(path))
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1

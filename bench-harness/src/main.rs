@@ -191,6 +191,9 @@ struct ProfileArgs {
     warmup_runs: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Also list every node of the plan, slowest first.
+    #[arg(long)]
+    nodes: bool,
 }
 
 fn refuse_existing(paths: &[&Option<PathBuf>]) -> Result<(), HarnessError> {
@@ -349,6 +352,13 @@ fn run_profile(args: &ProfileArgs) -> anyhow::Result<i32> {
         "{}",
         table::terminal_table(&profile::group_rows(&r.by_resolution, "resolution"))
     );
+    if args.nodes {
+        println!("\nBy node:");
+        println!(
+            "{}",
+            table::terminal_table(&profile::group_rows(&r.by_node, "node"))
+        );
+    }
     Ok(0)
 }
 

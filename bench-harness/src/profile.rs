@@ -40,6 +40,8 @@ pub struct ProfileReport {
     pub total_macs: u64,
     pub by_kind: Vec<OpGroup>,
     pub by_resolution: Vec<OpGroup>,
+    /// One group per node ("name: operator"), to find the layer behind a slow group.
+    pub by_node: Vec<OpGroup>,
 }
 
 /// Multiply-adds per inference that a node's op declares (0 when it declares none).
@@ -170,6 +172,7 @@ pub fn profile_model(
     let total: Duration = per_node.iter().sum();
     let mut by_kind: BTreeMap<String, (usize, Duration, u64)> = BTreeMap::new();
     let mut by_res: BTreeMap<String, (usize, Duration, u64)> = BTreeMap::new();
+    let mut by_node: BTreeMap<String, (usize, Duration, u64)> = BTreeMap::new();
     for node in typed.nodes() {
         let t = per_node[node.id];
         let macs = node_macs(typed, node);
@@ -185,7 +188,12 @@ pub fn profile_model(
         if t.is_zero() && macs == 0 {
             continue; // constants and sources
         }
-        for (map, key) in [(&mut by_kind, kind), (&mut by_res, res)] {
+        let name = format!("{}: {kind} at {}", node.name, res.trim());
+        for (map, key) in [
+            (&mut by_kind, kind),
+            (&mut by_res, res),
+            (&mut by_node, name),
+        ] {
             let e = map.entry(key).or_insert((0, Duration::ZERO, 0));
             e.0 += 1;
             e.1 += t;
@@ -200,6 +208,7 @@ pub fn profile_model(
         total_macs: cost.macs,
         by_kind: groups(by_kind, runs, total),
         by_resolution: groups(by_res, runs, total),
+        by_node: groups(by_node, runs, total),
     })
 }
 

@@ -31,6 +31,38 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// `edgebench run` of one model (a few quick runs) into the JSON report `json`.
+fn edgebench_report(models: &Path, model: &str, engine: &str, json: &Path) {
+    let o = Command::new(env!("CARGO_BIN_EXE_edgebench"))
+        .args([
+            "run",
+            "--models",
+            model,
+            "--engine",
+            engine,
+            "--no-counters",
+        ])
+        .args(["--min-runs", "3", "--min-time", "0", "--warmup-runs", "1"])
+        .args(["--warmup-time", "0", "-q", "--model-dir"])
+        .arg(models)
+        .arg("--json")
+        .arg(json)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
+/// The cells of the peer table's row for `model`: name, tract, edge, onnxruntime, ratio.
+fn row_cells(stdout: &str, model: &str) -> Vec<String> {
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("| {model} |")))
+        .unwrap_or_else(|| panic!("no row for {model}: {stdout}"));
+    let cells: Vec<String> = row.split('|').map(|c| c.trim().to_string()).collect();
+    assert_eq!(cells.len(), 7, "{row}");
+    cells[1..6].to_vec()
+}
+
 #[test]
 fn onnxruntime_peer_runs_beside_an_edgebench_report() {
     let dir = tempfile::tempdir().unwrap();
@@ -38,23 +70,7 @@ fn onnxruntime_peer_runs_beside_an_edgebench_report() {
     let models = dir.path().join("models");
     model_zoo::export_models(&models, Some(&[model.to_string()]), &Default::default()).unwrap();
     let ours = dir.path().join("ours.json");
-    let o = Command::new(env!("CARGO_BIN_EXE_edgebench"))
-        .args([
-            "run",
-            "--models",
-            model,
-            "--engine",
-            "both",
-            "--no-counters",
-        ])
-        .args(["--min-runs", "3", "--min-time", "0", "--warmup-runs", "1"])
-        .args(["--warmup-time", "0", "-q", "--model-dir"])
-        .arg(&models)
-        .arg("--json")
-        .arg(&ours)
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    edgebench_report(&models, model, "both", &ours);
 
     let script = workspace().join("bench-harness/peers/onnxruntime_bench.py");
     let peer_json = dir.path().join("peer.json");
@@ -73,16 +89,10 @@ fn onnxruntime_peer_runs_beside_an_edgebench_report() {
     };
     let o = run_peer();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    let row = stdout
-        .lines()
-        .find(|l| l.starts_with(&format!("| {model} |")))
-        .unwrap_or_else(|| panic!("no row for {model}: {stdout}"));
     // tract, edge, onnxruntime and the ratio: all measured, none "-".
-    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
-    assert_eq!(cells.len(), 7, "{row}");
-    for cell in &cells[2..6] {
-        assert!(cell != &"-" && !cell.is_empty(), "{row}");
+    let cells = row_cells(&String::from_utf8_lossy(&o.stdout), model);
+    for cell in &cells[1..5] {
+        assert!(cell != "-" && !cell.is_empty(), "{cells:?}");
     }
     let peer: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&peer_json).unwrap()).unwrap();
@@ -98,4 +108,37 @@ fn onnxruntime_peer_runs_beside_an_edgebench_report() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("already exists"), "{}", text(&o));
     assert_eq!(std::fs::read(&peer_json).unwrap(), before);
+}
+
+#[test]
+fn onnxruntime_peer_takes_one_edgebench_report_per_model() {
+    // Models measured one at a time (as onnxruntime measures them), one report each.
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["fd_mobilenet_0.25", "mobilenet_0.125"];
+    let models = dir.path().join("models");
+    let owned: Vec<String> = names.iter().map(|m| m.to_string()).collect();
+    model_zoo::export_models(&models, Some(&owned), &Default::default()).unwrap();
+    let mut command = Command::new(python());
+    command
+        .arg(workspace().join("bench-harness/peers/onnxruntime_bench.py"))
+        .arg("--model-dir")
+        .arg(&models)
+        .args(["--models", &names.join(","), "--min-runs", "3"])
+        .args(["--min-time", "0", "--warmup", "1"]);
+    for model in names {
+        let json = dir.path().join(format!("ours-{model}.json"));
+        edgebench_report(&models, model, "edge", &json);
+        command.arg("--edgebench-json").arg(&json);
+    }
+    let o = command.output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    for model in names {
+        // No tract run in these reports; edge, onnxruntime and their ratio are measured.
+        let cells = row_cells(&stdout, model);
+        assert_eq!(cells[1], "-", "{cells:?}");
+        for cell in &cells[2..5] {
+            assert!(cell != "-" && !cell.is_empty(), "{model}: {cells:?}");
+        }
+    }
 }

@@ -22,10 +22,6 @@ pub const BLOCK: usize = 4;
 #[cfg(target_arch = "arm")]
 const TILE: usize = 8;
 
-/// Zeroed floats after the padded planes: the x86 tile's last load of a row reads one
-/// float past the row (into the next row, or here after the last one).
-const PADDED_SLACK: usize = 16;
-
 /// A 3x3 stride-2 convolution's constant weights and bias, packed for the tiles.
 #[derive(Clone)]
 pub struct PackedConv3x3s2 {
@@ -133,20 +129,88 @@ impl PackedConv3x3s2 {
         assert_eq!(output.len(), input.len() / image_in * image_out);
         let (hp, wp) = (height + 2, width + 2);
         // The borders stay zero; only the interiors are rewritten per image.
-        let mut padded = vec![0f32; self.in_channels * hp * wp + PADDED_SLACK];
+        let mut padded = vec![0f32; self.in_channels * hp * wp];
         for (x, out) in input
             .chunks_exact(image_in)
             .zip(output.chunks_exact_mut(image_out))
         {
-            // The depthwise kernel's plane copy: memcpy per row costs ~3x more on armv7.
             for (plane, padded) in x
                 .chunks_exact(height * width)
                 .zip(padded.chunks_exact_mut(hp * wp))
             {
+                #[cfg(target_arch = "x86_64")]
+                if imp.avx2() && ow >= 16 {
+                    // SAFETY: AVX2 is available (imp).
+                    unsafe { avx2::copy_into_split(plane, padded, width) };
+                    continue;
+                }
+                // The depthwise kernel's plane copy: memcpy per row costs ~3x more on
+                // armv7.
                 copy_into_padded(imp, plane, padded, width);
             }
-            for b in 0..self.out_channels.div_ceil(BLOCK) {
+            let mut b = 0;
+            while b < self.out_channels.div_ceil(BLOCK) {
+                // AVX-512: two full blocks at a time.
+                #[cfg(target_arch = "x86_64")]
+                if imp == Isa::Avx512 && ow >= 16 && self.out_channels >= (b + 2) * BLOCK {
+                    self.block_pair_avx512(b, &padded, hp, wp, oh, ow, out);
+                    b += 2;
+                    continue;
+                }
                 self.block(imp, b, &padded, hp, wp, oh, ow, out);
+                b += 1;
+            }
+        }
+    }
+
+    /// Blocks `b` and `b + 1` (both full) of one image on AVX-512: 8 output channels by
+    /// 32 pixels per tile (16 zmm accumulators, 48 FMAs per 6 loads of input), the
+    /// last 16 or fewer pixels of a row by a 16-pixel tile overlapping the one before.
+    /// On split rows (see `avx2::copy_into_split`), like the AVX2 path.
+    #[cfg(target_arch = "x86_64")]
+    #[allow(clippy::too_many_arguments)]
+    fn block_pair_avx512(
+        &self,
+        b: usize,
+        padded: &[f32],
+        hp: usize,
+        wp: usize,
+        oh: usize,
+        ow: usize,
+        out: &mut [f32],
+    ) {
+        let per_block = self.in_channels * 9 * BLOCK;
+        let weights = &self.packed[b * per_block..][..2 * per_block];
+        let epilogue = &self.epilogue[b * 8..][..16];
+        let out = &mut out[b * BLOCK * oh * ow..][..2 * BLOCK * oh * ow];
+        let half = wp.div_ceil(2);
+        assert!(ow >= 16 && ow < half && half + ow <= wp && 2 * oh < hp);
+        assert!(padded.len() >= self.in_channels * hp * wp);
+        for oy in 0..oh {
+            let mut ox = 0;
+            while ox < ow {
+                let (start, wide) = if ow - ox >= 32 {
+                    (ox, true)
+                } else {
+                    (ox.min(ow - 16), false)
+                };
+                // SAFETY: AVX-512F is available (the caller checked imp); the tile reads
+                // split rows 2oy..2oy+2 of every plane at even columns start..start +
+                // cols + 1 <= ow + 1 <= half and odd ones below half + ow <= wp (asserted),
+                // the two blocks' weights and epilogues (sliced above), and writes 8
+                // channel rows of cols <= ow - start pixels inside out (oh * ow apart).
+                unsafe {
+                    let input = padded.as_ptr().add(2 * oy * wp + start);
+                    let dst = out.as_mut_ptr().add(oy * ow + start);
+                    let strides = (hp * wp, wp, half);
+                    let (w, e) = (weights.as_ptr(), epilogue.as_ptr());
+                    if wide {
+                        avx512::tile::<2>(input, strides, self.in_channels, w, e, dst, oh * ow);
+                    } else {
+                        avx512::tile::<1>(input, strides, self.in_channels, w, e, dst, oh * ow);
+                    }
+                }
+                ox = start + if wide { 32 } else { 16 };
             }
         }
     }
@@ -176,11 +240,13 @@ impl PackedConv3x3s2 {
                 continue;
             }
             #[cfg(target_arch = "x86_64")]
-            if imp == Isa::Avx2Fma && ow >= 16 {
-                let at = |ox: usize| 2 * oy * wp + 2 * ox;
-                // Input rows 2oy..2oy+2 of every channel, columns up to 2ow + 1 (slack).
-                assert!(2 * oy + 2 < hp && 2 * ow < wp);
-                assert!(padded.len() >= self.in_channels * hp * wp + 2);
+            if imp.avx2() && ow >= 16 {
+                // Split rows (even columns, then odd ones from `half`): input rows
+                // 2oy..2oy+2 of every channel, even columns up to ow, odd ones up to
+                // ow - 1, all inside the rows.
+                let half = wp.div_ceil(2);
+                assert!(2 * oy + 2 < hp && ow < half && half + ow <= wp);
+                assert!(padded.len() >= self.in_channels * hp * wp);
                 let starts = (0..ow / 16)
                     .map(|t| t * 16)
                     .chain((!ow.is_multiple_of(16)).then_some(ow - 16));
@@ -202,8 +268,8 @@ impl PackedConv3x3s2 {
                     // and epilogue (8); writes 4 rows of 16 floats at dst, dst_stride apart.
                     unsafe {
                         avx2::tile(
-                            padded.as_ptr().add(at(ox)),
-                            (hp * wp, wp),
+                            padded.as_ptr().add(2 * oy * wp + ox),
+                            (hp * wp, wp, half),
                             self.in_channels,
                             weights.as_ptr(),
                             epilogue.as_ptr(),
@@ -301,20 +367,55 @@ mod avx2 {
     use crate::kernels::depthwise::avx2::{evens, odds};
     use std::arch::x86_64::*;
 
-    /// 4 output channels x 16 pixels of one row into `out` (rows `out_stride` floats
-    /// apart): per input channel
-    /// and kernel row, the even, odd and shifted even columns are the `kx` = 0, 1, 2
-    /// vectors (8 accumulators).
+    /// Copies an `h x w` plane into the zero-bordered scratch plane with each padded row
+    /// (`w + 2` floats) split into its even columns, then from `(w + 3) / 2` its odd
+    /// ones: the taps of 16 stride-2 outputs are then three plain loads per row (even
+    /// columns from `x`, odd from `x`, even from `x + 1`) instead of six loads and six
+    /// shuffles, paid once per input plane rather than once per block of output
+    /// channels. Padded column `j` is input column `j - 1`: even inputs go to the odd
+    /// half, odd inputs to the even half from index 1. Border entries are never written.
     ///
     /// # Safety
-    /// AVX2 and FMA available; `input` (row 2oy, column 2ox of channel 0) readable for 3
-    /// rows of 34 floats in each of `in_channels` planes (`(plane, row)` strides in
-    /// floats); `weights` for `in_channels * 36` floats, `epilogue` for 5; `out` writable
-    /// for 4 rows of 16 floats.
+    /// AVX2 available.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn copy_into_split(plane: &[f32], padded: &mut [f32], w: usize) {
+        let wp = w + 2;
+        let half = wp.div_ceil(2);
+        assert!(padded.len() >= (plane.len() / w + 2) * wp);
+        for (y, row) in plane.chunks_exact(w).enumerate() {
+            let (even, odd) = padded[(y + 1) * wp..][..wp].split_at_mut(half);
+            let mut i = 0;
+            while i + 16 <= w {
+                // SAFETY: reads row[i..i + 16]; writes odd[i/2..i/2 + 8] (i/2 + 8 <= w/2
+                // <= odd.len()) and even[i/2 + 1..i/2 + 9] (<= w/2 + 1 <= even.len()).
+                _mm256_storeu_ps(odd.as_mut_ptr().add(i / 2), evens(row.as_ptr().add(i)));
+                _mm256_storeu_ps(even.as_mut_ptr().add(i / 2 + 1), odds(row.as_ptr().add(i)));
+                i += 16;
+            }
+            for (j, &v) in row.iter().enumerate().skip(i) {
+                if j % 2 == 0 {
+                    odd[j / 2] = v;
+                } else {
+                    even[j / 2 + 1] = v;
+                }
+            }
+        }
+    }
+
+    /// 4 output channels x 16 pixels of one row into `out` (rows `out_stride` floats
+    /// apart): per input channel and kernel row, the even, odd and shifted even columns
+    /// of the split rows are the `kx` = 0, 1, 2 vectors (8 accumulators).
+    ///
+    /// # Safety
+    /// AVX2 and FMA available; `input` (split row 2oy of channel 0, advanced by the
+    /// tile's first output column) readable for 17 floats, and for 16 from `half`, in
+    /// 3 rows of each of `in_channels` planes (`(plane, row, half)` strides in floats);
+    /// `weights` for `in_channels * 36` floats, `epilogue` for 5; `out` writable for 4
+    /// rows of 16 floats.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn tile(
         input: *const f32,
-        (plane, row): (usize, usize),
+        (plane, row, half): (usize, usize, usize),
         in_channels: usize,
         weights: *const f32,
         epilogue: *const f32,
@@ -326,11 +427,12 @@ mod avx2 {
         let mut w = weights;
         for c in 0..in_channels {
             for ky in 0..3 {
-                let p = input.add(c * plane + ky * row);
+                let e = input.add(c * plane + ky * row);
+                let o = e.add(half);
                 let taps = [
-                    [evens(p), evens(p.add(16))],
-                    [odds(p), odds(p.add(16))],
-                    [evens(p.add(2)), evens(p.add(18))],
+                    [_mm256_loadu_ps(e), _mm256_loadu_ps(e.add(8))],
+                    [_mm256_loadu_ps(o), _mm256_loadu_ps(o.add(8))],
+                    [_mm256_loadu_ps(e.add(1)), _mm256_loadu_ps(e.add(9))],
                 ];
                 for tap in &taps {
                     for (r, acc) in acc.iter_mut().enumerate() {
@@ -347,6 +449,62 @@ mod avx2 {
             let row = out.add(r * out_stride);
             _mm256_storeu_ps(row, _mm256_max_ps(acc[0], floor));
             _mm256_storeu_ps(row.add(8), _mm256_max_ps(acc[1], floor));
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::BLOCK;
+    use std::arch::x86_64::*;
+
+    /// 8 output channels (two packed blocks) x `16 V` pixels of one row, on split rows.
+    ///
+    /// # Safety
+    /// AVX-512F available; `input` (split row 2oy of channel 0, advanced by the tile's
+    /// first output column) readable for `16 V + 1` floats, and for `16 V` from `half`,
+    /// in 3 rows of each of `in_channels` planes (`(plane, row, half)` strides in
+    /// floats); `weights` for two blocks of `in_channels * 36` floats, `epilogue` for two
+    /// of 8; `out` writable for 8 rows of `16 V` floats, `out_stride` apart.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn tile<const V: usize>(
+        input: *const f32,
+        (plane, row, half): (usize, usize, usize),
+        in_channels: usize,
+        weights: *const f32,
+        epilogue: *const f32,
+        out: *mut f32,
+        out_stride: usize,
+    ) {
+        // Channel r of the pair: block r / 4, row r % 4.
+        let second = in_channels * 9 * BLOCK;
+        let mut acc: [[__m512; V]; 8] =
+            std::array::from_fn(|r| [_mm512_set1_ps(*epilogue.add(r / BLOCK * 8 + r % BLOCK)); V]);
+        for c in 0..in_channels {
+            for ky in 0..3 {
+                let e = input.add(c * plane + ky * row);
+                let o = e.add(half);
+                let taps: [[__m512; V]; 3] = [
+                    std::array::from_fn(|v| _mm512_loadu_ps(e.add(16 * v))),
+                    std::array::from_fn(|v| _mm512_loadu_ps(o.add(16 * v))),
+                    std::array::from_fn(|v| _mm512_loadu_ps(e.add(16 * v + 1))),
+                ];
+                for (kx, tap) in taps.iter().enumerate() {
+                    let w = weights.add(((c * 3 + ky) * 3 + kx) * BLOCK);
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let k = _mm512_set1_ps(*w.add(r / BLOCK * second + r % BLOCK));
+                        for (a, &t) in acc.iter_mut().zip(tap) {
+                            *a = _mm512_fmadd_ps(t, k, *a);
+                        }
+                    }
+                }
+            }
+        }
+        let floor = _mm512_set1_ps(*epilogue.add(BLOCK));
+        for (r, acc) in acc.iter().enumerate() {
+            for (v, &a) in acc.iter().enumerate() {
+                _mm512_storeu_ps(out.add(r * out_stride + 16 * v), _mm512_max_ps(a, floor));
+            }
         }
     }
 }

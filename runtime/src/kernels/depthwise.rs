@@ -1,9 +1,10 @@
 //! 3x3 depthwise convolution, NCHW f32, padding 1, stride 1 or 2, with the per-channel
 //! bias (folded BatchNorm) and an optional ReLU fused into the same pass.
 //!
-//! Every plane is first copied into a zero-bordered scratch plane, so the vector loops
-//! never test borders: each output row is three padded input rows times nine weights.
-//! A row whose width is not a multiple of the vector width ends with one overlapping
+//! On AVX-512 hosts the vectors read the plane in place under masks
+//! (`depthwise_avx512`). Elsewhere every plane is first copied into a zero-bordered
+//! scratch plane, so the vector loops never test borders: each output row is three
+//! padded input rows times nine weights. A row whose width is not a multiple of the vector width ends with one overlapping
 //! vector (recomputing a few outputs is cheaper than a scalar tail). Rows narrower than
 //! one vector (1x1, 2x2 maps...) take the scalar path.
 //!
@@ -12,7 +13,7 @@
 //! (NEON flushes denormals, so it is not IEEE-exact), which is why tract's loop stays
 //! scalar there. So the armv7 inner loops are `asm!` with NEON instructions. Cortex-A9
 //! has no fused multiply-add (VFPv3), hence `vmla`.
-//! x86-64: AVX2+FMA chosen at run time, scalar otherwise.
+//! x86-64: AVX-512 or AVX2+FMA chosen at run time, scalar otherwise.
 
 use super::isa::Isa;
 
@@ -33,7 +34,7 @@ pub struct Depthwise3x3 {
 fn lanes(isa: Isa) -> usize {
     match isa {
         Isa::Scalar => 1,
-        Isa::Neon | Isa::Avx2Fma => 4,
+        Isa::Neon | Isa::Avx2Fma | Isa::Avx512 => 4,
     }
 }
 
@@ -93,11 +94,38 @@ impl Depthwise3x3 {
         let (h, w, s) = (self.height, self.width, self.stride);
         let (oh, ow) = (self.output_height(), self.output_width());
         let wp = w + 2;
+        let floor = if self.relu { 0.0 } else { f32::NEG_INFINITY };
+
+        #[cfg(target_arch = "x86_64")]
+        if imp == Isa::Avx512 {
+            for (plane, (in_plane, out_plane)) in input
+                .chunks_exact(h * w)
+                .zip(output.chunks_exact_mut(oh * ow))
+                .enumerate()
+            {
+                let c = plane % self.channels;
+                let mut params = [0f32; 12];
+                params[..9].copy_from_slice(&weights[c * 9..c * 9 + 9]);
+                params[9] = bias[c];
+                params[10] = floor;
+                // SAFETY: AVX-512F is available (imp); the planes hold h * w and oh * ow
+                // floats, (oh, ow) being this geometry's output size.
+                unsafe {
+                    super::depthwise_avx512::plane(
+                        in_plane.as_ptr(),
+                        (h, w),
+                        s,
+                        &params,
+                        out_plane.as_mut_ptr(),
+                        (oh, ow),
+                    )
+                };
+            }
+            return;
+        }
         // The borders of `padded` are written once (zero) and never touched again.
         let mut padded = vec![0f32; (h + 2) * wp + SCRATCH_SLACK];
-        let floor = if self.relu { 0.0 } else { f32::NEG_INFINITY };
         let vector = imp != Isa::Scalar && ow >= lanes(imp);
-
         for (plane, (in_plane, out_plane)) in input
             .chunks_exact(h * w)
             .zip(output.chunks_exact_mut(oh * ow))
@@ -150,7 +178,7 @@ impl Depthwise3x3 {
             // read at most 18 floats past the last needed column of the last row, which
             // SCRATCH_SLACK covers; out_plane holds oh rows of ow >= 4 floats.
             #[cfg(target_arch = "x86_64")]
-            if vector && imp == Isa::Avx2Fma {
+            if vector && imp.avx2() {
                 unsafe {
                     avx2::plane(
                         padded.as_ptr(),
@@ -723,7 +751,9 @@ mod tests {
     #[test]
     fn awkward_sizes_match_reference() {
         // Channel counts off the vector width, maps from 1x1 up, odd sizes for stride 2,
-        // widths around 4 and 8 (vector widths) to hit the overlapping last vector.
+        // widths around 4 and 8 (vector widths) to hit the overlapping last vector, and
+        // around 16 and 32 for the masked 16-lane blocks of AVX-512 (several blocks per
+        // row at stride 2 from width 33).
         for &channels in &[1, 3, 5, 13] {
             for &(h, w) in &[
                 (1, 1),
@@ -740,6 +770,11 @@ mod tests {
                 (14, 14),
                 (11, 23),
                 (16, 19),
+                (3, 16),
+                (2, 31),
+                (4, 32),
+                (5, 33),
+                (3, 65),
             ] {
                 for stride in [1, 2] {
                     for relu in [false, true] {

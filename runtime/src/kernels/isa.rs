@@ -11,15 +11,18 @@ pub enum Isa {
     Neon,
     /// x86-64 AVX2 + FMA (intrinsics).
     Avx2Fma,
+    /// x86-64 with AVX-512F as well: the AVX2 kernels, plus AVX-512 ones where a kernel
+    /// has them (the 1x1 convolution on small maps).
+    Avx512,
 }
 
 impl Isa {
     /// Every path, for tests that run each one this CPU has.
-    pub const ALL: [Isa; 3] = [Isa::Scalar, Isa::Neon, Isa::Avx2Fma];
+    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Neon, Isa::Avx2Fma, Isa::Avx512];
 
     /// The fastest path this CPU supports.
     pub fn best() -> Isa {
-        [Isa::Neon, Isa::Avx2Fma]
+        [Isa::Neon, Isa::Avx512, Isa::Avx2Fma]
             .into_iter()
             .find(|isa| isa.is_available())
             .unwrap_or(Isa::Scalar)
@@ -49,7 +52,22 @@ impl Isa {
                     false
                 }
             }
+            Isa::Avx512 => {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    Isa::Avx2Fma.is_available() && std::is_x86_feature_detected!("avx512f")
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                {
+                    false
+                }
+            }
         }
+    }
+
+    /// Whether this path runs the AVX2 + FMA kernels (AVX-512 hosts run them too).
+    pub fn avx2(self) -> bool {
+        matches!(self, Isa::Avx2Fma | Isa::Avx512)
     }
 }
 
@@ -96,8 +114,17 @@ mod tests {
             assert_eq!(Isa::best(), Isa::Neon);
         }
         assert!(Isa::best().is_available());
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx512f") && Isa::Avx2Fma.is_available() {
+            assert_eq!(Isa::best(), Isa::Avx512);
+        }
         assert!(Isa::Scalar.is_available());
         let available = Isa::ALL.iter().filter(|isa| isa.is_available()).count();
-        assert!(available <= 2, "at most one vector path per CPU");
+        let vector = Isa::ALL
+            .iter()
+            .filter(|isa| **isa != Isa::Avx512 && isa.is_available())
+            .count();
+        assert!(vector <= 2, "at most one base vector path per CPU");
+        assert!(available <= vector + 1);
     }
 }

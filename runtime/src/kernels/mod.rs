@@ -42,10 +42,14 @@ macro_rules! neon_row_end {
 
 pub mod conv3x3s2;
 pub mod depthwise;
+#[cfg(target_arch = "x86_64")]
+mod depthwise_avx512;
 pub mod elementwise;
 pub mod isa;
 pub mod maxpool;
 pub mod pointwise;
+#[cfg(target_arch = "x86_64")]
+mod pointwise_avx512;
 pub mod pool_linear;
 
 pub use conv3x3s2::PackedConv3x3s2;

@@ -38,7 +38,7 @@ fn tile_widths(isa: Isa) -> (usize, usize, bool) {
     match isa {
         Isa::Scalar => (8, 8, false),
         Isa::Neon => (8, 4, true),
-        Isa::Avx2Fma => (16, 8, false),
+        Isa::Avx2Fma | Isa::Avx512 => (16, 8, false),
     }
 }
 
@@ -57,6 +57,9 @@ pub struct PackedPointwise {
     packed: Vec<f32>,
     /// Per group, per block: [`EPILOGUE`] floats, biases first, the floor at `ROWS`.
     epilogue: Vec<f32>,
+    /// The weights once more for the AVX-512 small-map path, on hosts that have it.
+    #[cfg(target_arch = "x86_64")]
+    channel_panels: Option<super::pointwise_avx512::ChannelPanels>,
 }
 
 /// Bit-for-bit equality (tract compares ops with `Eq`; NaN weights compare equal to
@@ -130,6 +133,10 @@ impl PackedPointwise {
             blocks,
             packed,
             epilogue,
+            #[cfg(target_arch = "x86_64")]
+            channel_panels: Isa::Avx512.is_available().then(|| {
+                super::pointwise_avx512::ChannelPanels::new(weights, bias, groups, rows, depth)
+            }),
         }
     }
 
@@ -160,6 +167,11 @@ impl PackedPointwise {
         let image_out = self.output_channels() * pixels;
         assert_eq!(input.len() % image_in, 0);
         assert_eq!(output.len(), input.len() / image_in * image_out);
+        #[cfg(target_arch = "x86_64")]
+        if imp == Isa::Avx512 && super::pointwise_avx512::suits(pixels, self.depth) {
+            self.run_channel_panels(input, pixels, output);
+            return;
+        }
         let tiles = column_tiles(imp, pixels);
         let (wide, _, _) = tile_widths(imp);
         let per_chunk = (CHUNK_BYTES / (4 * self.depth * wide)).max(1);
@@ -191,6 +203,39 @@ impl PackedPointwise {
                     }
                 }
             }
+        }
+    }
+}
+
+impl PackedPointwise {
+    /// The AVX-512 path: every image and group through the channel panels.
+    #[cfg(target_arch = "x86_64")]
+    fn run_channel_panels(&self, input: &[f32], pixels: usize, output: &mut [f32]) {
+        let panels = self
+            .channel_panels
+            .as_ref()
+            .expect("AVX-512 weights are packed on AVX-512 hosts");
+        let floor = if self.relu { 0.0 } else { f32::NEG_INFINITY };
+        let (group_in, group_out) = (self.depth * pixels, self.rows * pixels);
+        // The groups of every image follow each other in NCHW.
+        for (i, (x, out)) in input
+            .chunks_exact(group_in)
+            .zip(output.chunks_exact_mut(group_out))
+            .enumerate()
+        {
+            // SAFETY: AVX-512F is available (the panels exist only then); x and out are
+            // one group's exact slices.
+            unsafe {
+                panels.run_group(
+                    i % self.groups,
+                    self.rows,
+                    self.depth,
+                    floor,
+                    x,
+                    pixels,
+                    out,
+                )
+            };
         }
     }
 }
@@ -273,7 +318,7 @@ impl Block<'_> {
                     scalar_tile(self, &x[tile.start..], pixels, tile.cols, out);
                 }
                 #[cfg(target_arch = "x86_64")]
-                _ if imp == Isa::Avx2Fma => self.avx2_tiles(x, pixels, tile, run, out),
+                _ if imp.avx2() => self.avx2_tiles(x, pixels, tile, run, out),
                 #[cfg(target_arch = "arm")]
                 _ => self.neon_tiles(x, pixels, tile, run, out),
                 #[cfg(not(target_arch = "arm"))]
@@ -904,6 +949,22 @@ mod tests {
         check(3, 5, 4, 49, 2);
         check(3, 20, 20, 14 * 14, 1);
         check(2, 6, 9, 3, 3);
+    }
+
+    #[test]
+    fn channel_panels_cover_awkward_channel_counts() {
+        // The AVX-512 path (where the CPU has it): channels across 16-lane vectors and
+        // 48-channel panels, pixels across 7-pixel tiles, and a deep layer on a map larger
+        // than 64 pixels, which also takes this path.
+        for &rows in &[17, 33, 47, 48, 49, 64, 100] {
+            for &depth in &[1, 5, 64] {
+                for &pixels in &[1, 6, 7, 8, 13, 14, 49, 64] {
+                    check(1, rows, depth, pixels, 1);
+                }
+            }
+        }
+        check(1, 50, 384, 196, 1);
+        check(3, 20, 9, 49, 2);
     }
 
     #[test]

@@ -1,0 +1,64 @@
+//! Times the 1x1 convolution at the networks' layer shapes on each x86 path, with the
+//! caches warm (the same layer again and again) and cold (another 4 MiB touched between
+//! calls, as when a model's other layers run in between).
+use edge_runtime::kernels::isa::Isa;
+use edge_runtime::kernels::pointwise::PackedPointwise;
+use std::time::{Duration, Instant};
+
+fn main() {
+    // (depth, output channels, pixels, groups)
+    let shapes = [
+        (1024, 1024, 49, 1),
+        (512, 1024, 49, 1),
+        (512, 512, 49, 1),
+        (256, 512, 49, 1),
+        (256, 256, 49, 1),
+        (128, 256, 49, 1),
+        (512, 512, 196, 1),
+        (256, 256, 196, 1),
+        (128, 256, 196, 1),
+        (128, 128, 784, 1),
+        (64, 128, 784, 1),
+        (64, 64, 3136, 1),
+        (32, 64, 3136, 1),
+        (16, 32, 12544, 1),
+        (480, 480, 49, 3),
+        (240, 240, 196, 3),
+    ];
+    let mut other = vec![1f32; 1 << 20];
+    for (k, n, p, g) in shapes {
+        let w: Vec<f32> = (0..n * k / g)
+            .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+            .collect();
+        let b = vec![0.1f32; n];
+        let pp = PackedPointwise::new(&w, &b, g, n / g, k / g, true);
+        let x: Vec<f32> = (0..k * p)
+            .map(|i| ((i * 31) % 997) as f32 / 997.0)
+            .collect();
+        let mut out = vec![0f32; n * p];
+        let macs = (k / g * n * p) as f64;
+        let mut line = format!("k{k} n{n} p{p} g{g}:");
+        for isa in Isa::ALL
+            .into_iter()
+            .filter(|isa| *isa != Isa::Scalar && isa.is_available())
+        {
+            for cold in [false, true] {
+                let mut times = Vec::new();
+                for _ in 0..200 {
+                    if cold {
+                        other.iter_mut().for_each(|v| *v += 1.0);
+                    }
+                    let t = Instant::now();
+                    pp.run_with(isa, &x, p, &mut out);
+                    times.push(t.elapsed());
+                }
+                times.sort();
+                let median: Duration = times[times.len() / 2];
+                let label = if cold { "cold" } else { "warm" };
+                line += &format!("  {isa:?} {label} {:.1}", macs / median.as_secs_f64() / 1e9);
+            }
+        }
+        println!("{line} (GMAC/s, median)");
+    }
+    std::hint::black_box(&other);
+}

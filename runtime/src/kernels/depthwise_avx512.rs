@@ -1,0 +1,162 @@
+//! The 3x3 depthwise convolution on AVX-512, straight from the unpadded NCHW plane.
+//!
+//! The portable and AVX2 paths copy every plane into a zero-bordered scratch plane first.
+//! On the small maps of these networks that copy costs about as much as the arithmetic
+//! (a 7x7 plane is 49 outputs), and at stride 2 the even/odd column shuffles come on
+//! top. AVX-512's masked loads read zeros in the lanes outside a row without touching
+//! memory there, so the borders need no copy: each 16-output vector takes its three
+//! taps of an input row as three masked loads at stride 1, or as four masked loads and
+//! three two-register permutes (`vpermt2ps`) at stride 2, and stores under a mask at the
+//! end of the row.
+
+use std::arch::x86_64::*;
+
+const LANES: usize = 16;
+
+/// Lanes `i` of a vector starting at column `start` (may be negative) whose column
+/// `start + i` lies in `0..width`.
+fn lanes_inside(start: isize, width: usize) -> __mmask16 {
+    let first = (-start).clamp(0, LANES as isize);
+    let end = (width as isize - start).clamp(0, LANES as isize);
+    if end <= first {
+        return 0;
+    }
+    let bits = |n: isize| ((1u32 << n) - 1) as __mmask16;
+    bits(end) & !bits(first)
+}
+
+/// Where a column block's input vectors start and which of their lanes lie in the row:
+/// stride 1 loads columns `x - 1`, `x`, `x + 1`; stride 2 loads 32 columns from `2x - 1`
+/// and 32 from `2x + 1`, to be split into even and odd ones.
+#[derive(Clone, Copy)]
+struct ColumnBlock {
+    first: [isize; 4],
+    masks: [__mmask16; 4],
+    stride: usize,
+}
+
+impl ColumnBlock {
+    fn new(x0: usize, w: usize, stride: usize) -> ColumnBlock {
+        let lanes = LANES as isize;
+        let first = if stride == 1 {
+            let x = x0 as isize;
+            [x - 1, x, x + 1, x]
+        } else {
+            let base = 2 * x0 as isize - 1;
+            [base, base + lanes, base + 2, base + 2 + lanes]
+        };
+        ColumnBlock {
+            first,
+            masks: first.map(|col| lanes_inside(col, w)),
+            stride,
+        }
+    }
+
+    /// The `kx` = 0, 1, 2 vectors of one input row. The load addresses may lie a few
+    /// floats outside the plane, but masked lanes are not accessed, hence wrapping
+    /// pointer arithmetic.
+    ///
+    /// # Safety
+    /// AVX-512F available; `row` is a row of the plane this block was made for.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn taps(&self, row: *const f32) -> [__m512; 3] {
+        let load = |i: usize| (self.masks[i], row.wrapping_offset(self.first[i]));
+        let [(ma, a), (mb, b), (mc, c), (md, d)] = [load(0), load(1), load(2), load(3)];
+        let (a, b, c) = (
+            _mm512_maskz_loadu_ps(ma, a),
+            _mm512_maskz_loadu_ps(mb, b),
+            _mm512_maskz_loadu_ps(mc, c),
+        );
+        if self.stride == 1 {
+            return [a, b, c];
+        }
+        let d = _mm512_maskz_loadu_ps(md, d);
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        [
+            _mm512_permutex2var_ps(a, even, b),
+            _mm512_permutex2var_ps(a, odd, b),
+            _mm512_permutex2var_ps(c, even, d),
+        ]
+    }
+}
+
+/// One kernel row's products summed: `t[0] k[0] + t[1] k[1] + t[2] k[2]`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn row_products(t: [__m512; 3], k: &[__m512]) -> __m512 {
+    _mm512_fmadd_ps(
+        t[2],
+        k[2],
+        _mm512_fmadd_ps(t[1], k[1], _mm512_mul_ps(t[0], k[0])),
+    )
+}
+
+/// One plane: `out` (`oh x ow`) from `input` (`h x w`), with `params` = k0..k8, bias,
+/// floor. Each input row is loaded once per column block and its products go to every
+/// output row it touches (three at stride 1, kept in a rolling pair of accumulators),
+/// so the dependency chains stay short and independent.
+///
+/// # Safety
+/// AVX-512F available; `input` readable for `h * w` floats, `out` writable for `oh * ow`,
+/// where `(oh, ow)` is the padding-1 output size of `(h, w)` at `stride` (1 or 2).
+#[target_feature(enable = "avx512f")]
+pub unsafe fn plane(
+    input: *const f32,
+    (h, w): (usize, usize),
+    stride: usize,
+    params: &[f32; 12],
+    out: *mut f32,
+    (oh, ow): (usize, usize),
+) {
+    let k: [__m512; 9] = std::array::from_fn(|i| _mm512_set1_ps(params[i]));
+    let bias = _mm512_set1_ps(params[9]);
+    let floor = _mm512_set1_ps(params[10]);
+    for x0 in (0..ow).step_by(LANES) {
+        let block = ColumnBlock::new(x0, w, stride);
+        let store_mask = lanes_inside(x0 as isize, ow);
+        let store = |y: usize, acc: __m512| {
+            _mm512_mask_storeu_ps(out.add(y * ow + x0), store_mask, _mm512_max_ps(acc, floor))
+        };
+        if stride == 1 {
+            // Before input row iy: `above` is output row iy - 1 without its kernel row 2,
+            // `current` output row iy with only its kernel row 0 (and the bias).
+            let mut above = bias;
+            let mut current = bias;
+            for iy in 0..h {
+                let t = block.taps(input.add(iy * w));
+                let (p0, p1, p2) = (
+                    row_products(t, &k[0..3]),
+                    row_products(t, &k[3..6]),
+                    row_products(t, &k[6..9]),
+                );
+                if iy > 0 {
+                    store(iy - 1, _mm512_add_ps(above, p2));
+                }
+                above = _mm512_add_ps(current, p1);
+                current = _mm512_add_ps(bias, p0);
+            }
+            // The last row's kernel row 2 reads the bottom padding.
+            store(h - 1, above);
+        } else {
+            // Kernel row 0 of output row oy is input row 2oy - 1, carried from the
+            // previous output row (the top padding for the first).
+            let mut carried = _mm512_setzero_ps();
+            for oy in 0..oh {
+                let p1 = row_products(block.taps(input.add(2 * oy * w)), &k[3..6]);
+                let (p2, next) = if 2 * oy + 1 < h {
+                    let t = block.taps(input.add((2 * oy + 1) * w));
+                    (row_products(t, &k[6..9]), row_products(t, &k[0..3]))
+                } else {
+                    (_mm512_setzero_ps(), _mm512_setzero_ps())
+                };
+                store(
+                    oy,
+                    _mm512_add_ps(_mm512_add_ps(bias, carried), _mm512_add_ps(p1, p2)),
+                );
+                carried = next;
+            }
+        }
+    }
+}
