@@ -22,6 +22,7 @@ fn main() {
             for _ in 0..100 {
                 if cold {
                     other.iter_mut().for_each(|v| *v += 1.0);
+                    std::hint::black_box(&mut other);
                 }
                 let t = Instant::now();
                 head.run_with(Isa::best(), &x, 49, &mut out);

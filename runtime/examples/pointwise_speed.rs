@@ -47,6 +47,7 @@ fn main() {
                 for _ in 0..200 {
                     if cold {
                         other.iter_mut().for_each(|v| *v += 1.0);
+                        std::hint::black_box(&mut other);
                     }
                     let t = Instant::now();
                     pp.run_with(isa, &x, p, &mut out);

@@ -88,15 +88,22 @@ impl ChannelPanels {
         for (first, width) in panel_plan(self.padded_rows) {
             let panel = &panels[first * depth..][..width * depth];
             let real = width.min(rows - first);
-            for start in (0..pixels).step_by(PIXELS) {
+            // The next panel (or whatever follows) is pulled towards L2 while this one
+            // sweeps the pixels, a line per step of k: on the deep 7x7 layers the weights
+            // (1-4 MiB) come from L3 or DRAM, and otherwise the first pixel tile of each
+            // panel waits for them (measured 46 against 56 GMAC/s inside FD-MobileNet).
+            let next = panels.as_ptr().wrapping_add((first + width) * depth);
+            for (tile, start) in (0..pixels).step_by(PIXELS).enumerate() {
                 let cols = PIXELS.min(pixels - start);
+                let prefetch = next.wrapping_add(tile * depth * LANES);
                 let kernel = tile_kernel(width / LANES, cols);
                 // SAFETY (caller: AVX-512F): the panel holds depth * width floats, bias
                 // width from `first`; x is read at columns start..start + cols of depth
                 // rows `pixels` apart, and out written at the same columns of the `real`
-                // rows from `first`, all inside the slices (asserted).
+                // rows from `first`, all inside the slices (asserted); prefetches do not
+                // access memory.
                 kernel(
-                    panel.as_ptr(),
+                    (panel.as_ptr(), prefetch),
                     depth,
                     (bias[first..].as_ptr(), floor),
                     x.as_ptr().add(start),
@@ -126,7 +133,15 @@ fn panel_plan(padded_rows: usize) -> impl Iterator<Item = (usize, usize)> {
         .map(move |first| (first, PANEL.min(padded_rows - first)))
 }
 
-type TileFn = unsafe fn(*const f32, usize, (*const f32, f32), *const f32, usize, *mut f32, usize);
+type TileFn = unsafe fn(
+    (*const f32, *const f32),
+    usize,
+    (*const f32, f32),
+    *const f32,
+    usize,
+    *mut f32,
+    usize,
+);
 
 /// The tile for `vectors` (1-3) zmm vectors of channels by `cols` (1-7) pixels.
 fn tile_kernel(vectors: usize, cols: usize) -> TileFn {
@@ -160,7 +175,7 @@ fn tile_kernel(vectors: usize, cols: usize) -> TileFn {
 /// `real <= 16 V` rows.
 #[target_feature(enable = "avx512f")]
 unsafe fn tile<const V: usize, const P: usize>(
-    w: *const f32,
+    (w, prefetch): (*const f32, *const f32),
     depth: usize,
     (bias, floor): (*const f32, f32),
     x: *const f32,
@@ -171,8 +186,9 @@ unsafe fn tile<const V: usize, const P: usize>(
     let init: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(bias.add(LANES * v)));
     let mut acc = [init; P];
     let (mut xp, mut wp) = (x, w);
-    for _ in 0..depth {
+    for k in 0..depth {
         let wv: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(wp.add(LANES * v)));
+        _mm_prefetch::<_MM_HINT_T1>(prefetch.wrapping_add(LANES * k) as *const i8);
         for (p, row) in acc.iter_mut().enumerate() {
             let xb = _mm512_set1_ps(*xp.add(p));
             for (a, &wv) in row.iter_mut().zip(&wv) {
