@@ -22,6 +22,17 @@ pub const BLOCK: usize = 4;
 #[cfg(target_arch = "arm")]
 const TILE: usize = 8;
 
+/// One image's zero-bordered input planes (`hp x wp` each, split into even and odd
+/// columns on the x86 vector paths) and the output size.
+#[derive(Clone, Copy)]
+struct Planes<'a> {
+    padded: &'a [f32],
+    hp: usize,
+    wp: usize,
+    oh: usize,
+    ow: usize,
+}
+
 /// A 3x3 stride-2 convolution's constant weights and bias, packed for the tiles.
 #[derive(Clone)]
 pub struct PackedConv3x3s2 {
@@ -153,14 +164,37 @@ impl PackedConv3x3s2 {
                 // AVX-512: two full blocks at a time.
                 #[cfg(target_arch = "x86_64")]
                 if imp == Isa::Avx512 && ow >= 16 && self.out_channels >= (b + 2) * BLOCK {
-                    self.block_pair_avx512(b, &padded, hp, wp, oh, ow, out);
+                    let planes = Planes {
+                        padded: &padded,
+                        hp,
+                        wp,
+                        oh,
+                        ow,
+                    };
+                    self.block_pair_avx512(b, &planes, out);
                     b += 2;
                     continue;
                 }
-                self.block(imp, b, &padded, hp, wp, oh, ow, out);
+                let planes = Planes {
+                    padded: &padded,
+                    hp,
+                    wp,
+                    oh,
+                    ow,
+                };
+                self.block(imp, b, &planes, out);
                 b += 1;
             }
         }
+    }
+
+    /// `count` consecutive blocks from `b`: their packed weights and epilogues.
+    fn blocks(&self, b: usize, count: usize) -> (&[f32], &[f32]) {
+        let per_block = self.in_channels * 9 * BLOCK;
+        (
+            &self.packed[b * per_block..][..count * per_block],
+            &self.epilogue[b * 8..][..count * 8],
+        )
     }
 
     /// Blocks `b` and `b + 1` (both full) of one image on AVX-512: 8 output channels by
@@ -168,20 +202,15 @@ impl PackedConv3x3s2 {
     /// last 16 or fewer pixels of a row by a 16-pixel tile overlapping the one before.
     /// On split rows (see `avx2::copy_into_split`), like the AVX2 path.
     #[cfg(target_arch = "x86_64")]
-    #[allow(clippy::too_many_arguments)]
-    fn block_pair_avx512(
-        &self,
-        b: usize,
-        padded: &[f32],
-        hp: usize,
-        wp: usize,
-        oh: usize,
-        ow: usize,
-        out: &mut [f32],
-    ) {
-        let per_block = self.in_channels * 9 * BLOCK;
-        let weights = &self.packed[b * per_block..][..2 * per_block];
-        let epilogue = &self.epilogue[b * 8..][..16];
+    fn block_pair_avx512(&self, b: usize, planes: &Planes, out: &mut [f32]) {
+        let Planes {
+            padded,
+            hp,
+            wp,
+            oh,
+            ow,
+        } = *planes;
+        let (weights, epilogue) = self.blocks(b, 2);
         let out = &mut out[b * BLOCK * oh * ow..][..2 * BLOCK * oh * ow];
         let half = wp.div_ceil(2);
         assert!(ow >= 16 && ow < half && half + ow <= wp && 2 * oh < hp);
@@ -216,21 +245,15 @@ impl PackedConv3x3s2 {
     }
 
     /// One block of output channels of one image.
-    #[allow(clippy::too_many_arguments)]
-    fn block(
-        &self,
-        imp: Isa,
-        b: usize,
-        padded: &[f32],
-        hp: usize,
-        wp: usize,
-        oh: usize,
-        ow: usize,
-        out: &mut [f32],
-    ) {
-        let per_block = self.in_channels * 9 * BLOCK;
-        let weights = &self.packed[b * per_block..][..per_block];
-        let epilogue = &self.epilogue[b * 8..][..8];
+    fn block(&self, imp: Isa, b: usize, planes: &Planes, out: &mut [f32]) {
+        let Planes {
+            padded,
+            hp,
+            wp,
+            oh,
+            ow,
+        } = *planes;
+        let (weights, epilogue) = self.blocks(b, 1);
         let rows = BLOCK.min(self.out_channels - b * BLOCK);
         let out = &mut out[b * BLOCK * oh * ow..];
         for oy in 0..oh {
