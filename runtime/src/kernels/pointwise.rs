@@ -19,6 +19,10 @@
 //! Columns are processed in chunks whose `[k][chunk]` slice of `x` fits comfortably in
 //! the 1 MiB L2, each weight block (at most `k * 24` bytes) staying in the 32 KiB L1
 //! while it sweeps the chunk.
+//!
+//! x86-64: AVX2/FMA 6 x 16 and 4 x 16 tiles of the same design. With AVX-512, 7x7 maps
+//! and deep layers take `pointwise_avx512` instead, whose vectors run along the output
+//! channels (49 pixels fit 16-wide pixel vectors badly).
 
 use super::isa::{same_bits, Isa};
 
