@@ -309,6 +309,9 @@ fn profile_groups_time_and_macs() {
             "2",
             "--warmup-runs",
             "1",
+            "--engine",
+            "edge",
+            "--nodes",
         ],
         run.dir.path(),
     );
@@ -319,6 +322,13 @@ fn profile_groups_time_and_macs() {
         "{out}"
     );
     assert!(out.contains("7x7") && out.contains("112x112"), "{out}");
+    // --nodes: one row per node, named after its ONNX node, with its operator and map.
+    assert!(out.contains("By node"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("/features/conv_0/Conv") && l.contains("at 112x112")),
+        "{out}"
+    );
 }
 
 /// The user's own ONNX files: one named like a zoo model joins that model's budget group
@@ -431,7 +441,7 @@ fn profile_attributes_every_mac_to_the_node_that_computes_it() {
             groups.iter().map(|g| g.macs).sum()
         };
         let total = p.total_macs as f64;
-        for groups in [&p.by_kind, &p.by_resolution] {
+        for groups in [&p.by_kind, &p.by_resolution, &p.by_node] {
             let share = sum(groups) as f64 / total;
             assert!((share - 1.0).abs() < 0.01, "{engine}: {share} of the MACs");
         }
