@@ -2,7 +2,7 @@
 //! bias (folded BatchNorm) and an optional ReLU fused into the same pass.
 //!
 //! On AVX-512 hosts the vectors read the plane in place under masks
-//! (`depthwise_avx512`). Elsewhere every plane is first copied into a zero-bordered
+//! (`window3x3_avx512`). Elsewhere every plane is first copied into a zero-bordered
 //! scratch plane, so the vector loops never test borders: each output row is three
 //! padded input rows times nine weights. A row whose width is not a multiple of the vector width ends with one overlapping
 //! vector (recomputing a few outputs is cheaper than a scalar tail). Rows narrower than
@@ -111,7 +111,7 @@ impl Depthwise3x3 {
                 // SAFETY: AVX-512F is available (imp); the planes hold h * w and oh * ow
                 // floats, (oh, ow) being this geometry's output size.
                 unsafe {
-                    super::depthwise_avx512::plane(
+                    super::window3x3_avx512::depthwise_plane(
                         in_plane.as_ptr(),
                         (h, w),
                         s,

@@ -1,7 +1,11 @@
 //! 3x3 max pooling, NCHW f32, padding 1, stride 1 or 2 (ShuffleNet's after its first
-//! convolution). Same plan as the depthwise kernel: each plane is copied into a bordered
-//! scratch plane (borders at -inf), so the vector loop never tests borders; NEON `asm!` for
-//! stride 2 on armv7 (see `depthwise.rs` for why not intrinsics), scalar otherwise.
+//! convolution). Same plan as the depthwise kernel: on AVX-512 the vectors read the plane
+//! in place under masks (`window3x3_avx512`); elsewhere each plane is copied into a
+//! bordered scratch plane (borders at -inf), so the vector loop never tests borders;
+//! NEON `asm!` for stride 2 on armv7 (see `depthwise.rs` for why not intrinsics), scalar
+//! otherwise.
+
+use super::isa::Isa;
 
 /// Geometry of one 3x3 max pool layer (padding 1 on every side).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -25,10 +29,18 @@ impl MaxPool3x3 {
         (self.width - 1) / self.stride + 1
     }
 
-    /// Pools `input.len() / (channels * height * width)` images.
-    ///
-    /// Panics if the slice lengths do not match the geometry (callers validate shapes).
+    /// Pools `input.len() / (channels * height * width)` images with the fastest
+    /// available path.
     pub fn run(&self, input: &[f32], output: &mut [f32]) {
+        self.run_with(Isa::best(), input, output)
+    }
+
+    /// Same as [`MaxPool3x3::run`] with a chosen code path.
+    ///
+    /// Panics if the slice lengths do not match the geometry or `imp` is unavailable
+    /// (callers validate shapes).
+    pub fn run_with(&self, imp: Isa, input: &[f32], output: &mut [f32]) {
+        assert!(imp.is_available(), "{imp:?} is not available on this CPU");
         assert!(
             self.stride == 1 || self.stride == 2,
             "stride must be 1 or 2"
@@ -42,6 +54,26 @@ impl MaxPool3x3 {
             input.len() / (h * w) * (oh * ow),
             "output length"
         );
+        #[cfg(target_arch = "x86_64")]
+        if imp == Isa::Avx512 {
+            for (in_plane, out_plane) in input
+                .chunks_exact(h * w)
+                .zip(output.chunks_exact_mut(oh * ow))
+            {
+                // SAFETY: AVX-512F is available (imp); the planes hold h * w and oh * ow
+                // floats, (oh, ow) being this geometry's output size.
+                unsafe {
+                    super::window3x3_avx512::max_pool_plane(
+                        in_plane.as_ptr(),
+                        (h, w),
+                        s,
+                        out_plane.as_mut_ptr(),
+                        (oh, ow),
+                    )
+                };
+            }
+            return;
+        }
         let wp = w + 2;
         let mut padded = vec![f32::NEG_INFINITY; (h + 2) * wp + SCRATCH_SLACK];
         for (in_plane, out_plane) in input
@@ -53,7 +85,7 @@ impl MaxPool3x3 {
                 padded[start..start + w].copy_from_slice(in_row);
             }
             #[cfg(target_arch = "arm")]
-            if s == 2 && ow >= 4 && crate::kernels::isa::neon_detected() {
+            if s == 2 && ow >= 4 && imp == Isa::Neon {
                 let args = neon::PlaneArgs {
                     chunks: ow / 4,
                     back_bytes: ((4 - ow % 4) % 4) * 4,
@@ -188,6 +220,10 @@ mod tests {
                 (14, 14),
                 (11, 23),
                 (16, 19),
+                (3, 16),
+                (2, 31),
+                (4, 32),
+                (5, 33),
                 (112, 112),
             ] {
                 for stride in [1, 2] {
@@ -200,9 +236,12 @@ mod tests {
                     let input: Vec<f32> = (0..2 * channels * h * w)
                         .map(|i| ((i * 7919 % 113) as f32 - 56.0) * 0.5)
                         .collect();
-                    let mut got = vec![0f32; 2 * channels * g.output_height() * g.output_width()];
-                    g.run(&input, &mut got);
-                    assert_eq!(got, reference(&g, &input), "{g:?}");
+                    let expected = reference(&g, &input);
+                    for imp in Isa::ALL.into_iter().filter(|imp| imp.is_available()) {
+                        let mut got = vec![0f32; expected.len()];
+                        g.run_with(imp, &input, &mut got);
+                        assert_eq!(got, expected, "{imp:?} {g:?}");
+                    }
                 }
             }
         }

@@ -42,8 +42,6 @@ macro_rules! neon_row_end {
 
 pub mod conv3x3s2;
 pub mod depthwise;
-#[cfg(target_arch = "x86_64")]
-mod depthwise_avx512;
 pub mod elementwise;
 pub mod isa;
 pub mod maxpool;
@@ -51,6 +49,8 @@ pub mod pointwise;
 #[cfg(target_arch = "x86_64")]
 mod pointwise_avx512;
 pub mod pool_linear;
+#[cfg(target_arch = "x86_64")]
+mod window3x3_avx512;
 
 pub use conv3x3s2::PackedConv3x3s2;
 pub use depthwise::{depthwise3x3, Depthwise3x3};

@@ -1,4 +1,5 @@
-//! The 3x3 depthwise convolution on AVX-512, straight from the unpadded NCHW plane.
+//! 3x3 windows on AVX-512, straight from the unpadded NCHW plane: the depthwise
+//! convolution, and the max pool (ShuffleNet's, after its first convolution).
 //!
 //! The portable and AVX2 paths copy every plane into a zero-bordered scratch plane first.
 //! On the small maps of these networks that copy costs about as much as the arithmetic
@@ -7,7 +8,8 @@
 //! memory there, so the borders need no copy: each 16-output vector takes its three
 //! taps of an input row as three masked loads at stride 1, or as four masked loads and
 //! three two-register permutes (`vpermt2ps`) at stride 2, and stores under a mask at the
-//! end of the row.
+//! end of the row. The max pool reads the same taps with -inf instead of zeros outside
+//! the plane.
 
 use std::arch::x86_64::*;
 
@@ -52,26 +54,26 @@ impl ColumnBlock {
         }
     }
 
-    /// The `kx` = 0, 1, 2 vectors of one input row. The load addresses may lie a few
-    /// floats outside the plane, but masked lanes are not accessed, hence wrapping
-    /// pointer arithmetic.
+    /// The `kx` = 0, 1, 2 vectors of one input row, with `outside` in the lanes outside
+    /// the row (the padding). The load addresses may lie a few floats outside the plane,
+    /// but masked lanes are not accessed, hence wrapping pointer arithmetic.
     ///
     /// # Safety
     /// AVX-512F available; `row` is a row of the plane this block was made for.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn taps(&self, row: *const f32) -> [__m512; 3] {
+    unsafe fn taps(&self, row: *const f32, outside: __m512) -> [__m512; 3] {
         let load = |i: usize| (self.masks[i], row.wrapping_offset(self.first[i]));
         let [(ma, a), (mb, b), (mc, c), (md, d)] = [load(0), load(1), load(2), load(3)];
         let (a, b, c) = (
-            _mm512_maskz_loadu_ps(ma, a),
-            _mm512_maskz_loadu_ps(mb, b),
-            _mm512_maskz_loadu_ps(mc, c),
+            _mm512_mask_loadu_ps(outside, ma, a),
+            _mm512_mask_loadu_ps(outside, mb, b),
+            _mm512_mask_loadu_ps(outside, mc, c),
         );
         if self.stride == 1 {
             return [a, b, c];
         }
-        let d = _mm512_maskz_loadu_ps(md, d);
+        let d = _mm512_mask_loadu_ps(outside, md, d);
         let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
         let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
         [
@@ -102,7 +104,7 @@ unsafe fn row_products(t: [__m512; 3], k: &[__m512]) -> __m512 {
 /// AVX-512F available; `input` readable for `h * w` floats, `out` writable for `oh * ow`,
 /// where `(oh, ow)` is the padding-1 output size of `(h, w)` at `stride` (1 or 2).
 #[target_feature(enable = "avx512f")]
-pub unsafe fn plane(
+pub unsafe fn depthwise_plane(
     input: *const f32,
     (h, w): (usize, usize),
     stride: usize,
@@ -113,6 +115,7 @@ pub unsafe fn plane(
     let k: [__m512; 9] = std::array::from_fn(|i| _mm512_set1_ps(params[i]));
     let bias = _mm512_set1_ps(params[9]);
     let floor = _mm512_set1_ps(params[10]);
+    let zero = _mm512_setzero_ps();
     for x0 in (0..ow).step_by(LANES) {
         let block = ColumnBlock::new(x0, w, stride);
         let store_mask = lanes_inside(x0 as isize, ow);
@@ -125,7 +128,7 @@ pub unsafe fn plane(
             let mut above = bias;
             let mut current = bias;
             for iy in 0..h {
-                let t = block.taps(input.add(iy * w));
+                let t = block.taps(input.add(iy * w), zero);
                 let (p0, p1, p2) = (
                     row_products(t, &k[0..3]),
                     row_products(t, &k[3..6]),
@@ -144,9 +147,9 @@ pub unsafe fn plane(
             // previous output row (the top padding for the first).
             let mut carried = _mm512_setzero_ps();
             for oy in 0..oh {
-                let p1 = row_products(block.taps(input.add(2 * oy * w)), &k[3..6]);
+                let p1 = row_products(block.taps(input.add(2 * oy * w), zero), &k[3..6]);
                 let (p2, next) = if 2 * oy + 1 < h {
-                    let t = block.taps(input.add((2 * oy + 1) * w));
+                    let t = block.taps(input.add((2 * oy + 1) * w), zero);
                     (row_products(t, &k[6..9]), row_products(t, &k[0..3]))
                 } else {
                     (_mm512_setzero_ps(), _mm512_setzero_ps())
@@ -156,6 +159,61 @@ pub unsafe fn plane(
                     _mm512_add_ps(_mm512_add_ps(bias, carried), _mm512_add_ps(p1, p2)),
                 );
                 carried = next;
+            }
+        }
+    }
+}
+
+/// One plane of the 3x3 max pool (padding 1, which never wins): `out` (`oh x ow`) from
+/// `input` (`h x w`). Each input row's three taps are reduced to their maximum once and
+/// that row maximum is shared by the output rows it touches.
+///
+/// # Safety
+/// AVX-512F available; `input` readable for `h * w` floats, `out` writable for `oh * ow`,
+/// where `(oh, ow)` is the padding-1 output size of `(h, w)` at `stride` (1 or 2).
+#[target_feature(enable = "avx512f")]
+pub unsafe fn max_pool_plane(
+    input: *const f32,
+    (h, w): (usize, usize),
+    stride: usize,
+    out: *mut f32,
+    (oh, ow): (usize, usize),
+) {
+    let minus_infinity = _mm512_set1_ps(f32::NEG_INFINITY);
+    for x0 in (0..ow).step_by(LANES) {
+        let block = ColumnBlock::new(x0, w, stride);
+        let store_mask = lanes_inside(x0 as isize, ow);
+        let store =
+            |y: usize, m: __m512| _mm512_mask_storeu_ps(out.add(y * ow + x0), store_mask, m);
+        let row_max = |iy: usize| {
+            let [a, b, c] = block.taps(input.add(iy * w), minus_infinity);
+            _mm512_max_ps(_mm512_max_ps(a, b), c)
+        };
+        if stride == 1 {
+            // Before input row iy: `above` is the maximum of input rows iy - 2 and iy - 1
+            // (output row iy - 1 without its last row), `current` of row iy - 1.
+            let mut above = minus_infinity;
+            let mut current = minus_infinity;
+            for iy in 0..h {
+                let m = row_max(iy);
+                if iy > 0 {
+                    store(iy - 1, _mm512_max_ps(above, m));
+                }
+                above = _mm512_max_ps(current, m);
+                current = m;
+            }
+            store(h - 1, above);
+        } else {
+            // Output row oy: input rows 2oy - 1 (carried), 2oy and 2oy + 1.
+            let mut carried = minus_infinity;
+            for oy in 0..oh {
+                let middle = _mm512_max_ps(carried, row_max(2 * oy));
+                carried = if 2 * oy + 1 < h {
+                    row_max(2 * oy + 1)
+                } else {
+                    minus_infinity
+                };
+                store(oy, _mm512_max_ps(middle, carried));
             }
         }
     }
