@@ -34,6 +34,10 @@ pub struct KernelRecord {
     pub neon: Option<bool>,
     pub cpu_part: Option<String>,
     pub linalg_kernels: String,
+    /// With the edge engine, the instruction set of our kernels ("Neon", "Avx512",
+    /// "Avx2Fma", "Scalar"); absent with tract's (and in reports from before it existed).
+    #[serde(default)]
+    pub edge_isa: Option<String>,
 }
 
 fn read_trimmed(path: &str) -> Option<String> {
@@ -102,6 +106,7 @@ pub fn kernel_record(engine: edge_runtime::Engine) -> KernelRecord {
         neon: info.neon,
         cpu_part: info.cpu_part,
         linalg_kernels: info.linalg_kernels,
+        edge_isa: info.edge_isa,
     }
 }
 

@@ -32,6 +32,10 @@ pub struct KernelInfo {
     /// tract-linalg's instruction set, dispatch tiers and the f32 matmul kernels it picks
     /// for a convolution-sized product and for a matrix-vector product.
     pub linalg_kernels: String,
+    /// With the edge engine, the instruction set our kernels run with here ("Neon",
+    /// "Avx512", "Avx2Fma" or "Scalar"); `None` with tract's.
+    #[serde(default)]
+    pub edge_isa: Option<String>,
 }
 
 /// The `CPU part` line of /proc/cpuinfo, as tract-linalg reads it.
@@ -85,6 +89,7 @@ pub fn kernel_info(engine: Engine) -> KernelInfo {
         neon: cfg!(target_arch = "arm").then(|| native.has(Isa::ArmNeon)),
         cpu_part: cpu_part(),
         linalg_kernels,
+        edge_isa: (engine == Engine::Edge).then(|| format!("{:?}", crate::kernels::Isa::best())),
     }
 }
 

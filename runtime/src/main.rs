@@ -291,6 +291,9 @@ fn info(path: &Path, engine: Engine, as_json: bool, out: &mut dyn Write) -> anyh
         k.cpu_part.as_deref().unwrap_or("unknown")
     )?;
     writeln!(out, "linalg {}", k.linalg_kernels)?;
+    if let Some(isa) = &k.edge_isa {
+        writeln!(out, "edge kernels {isa}")?;
+    }
     Ok(())
 }
 
@@ -353,10 +356,14 @@ fn bench(
         )?;
         writeln!(
             out,
-            "kernels: neon {}, cpu part {}, {}",
+            "kernels: neon {}, cpu part {}, {}{}",
             kernels.neon.map_or("n/a".to_string(), |n| n.to_string()),
             kernels.cpu_part.as_deref().unwrap_or("unknown"),
-            kernels.linalg_kernels
+            kernels.linalg_kernels,
+            kernels
+                .edge_isa
+                .as_ref()
+                .map_or(String::new(), |isa| format!(", edge kernels {isa}"))
         )?;
     }
     Ok(())

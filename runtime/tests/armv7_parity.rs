@@ -184,6 +184,8 @@ fn edge_engine_matches_tract_on_armv7_for_nine_models() {
     for (name, tract, edge, kernels) in &results {
         assert_eq!(kernels["engine"], "edge", "{name}: {kernels}");
         assert_eq!(kernels["neon"], true, "{name}: {kernels}");
+        // Our kernels ran their NEON paths, not the portable ones.
+        assert_eq!(kernels["edge_isa"], "Neon", "{name}: {kernels}");
         assert_eq!(tract.len(), 1000, "{name}");
         let scale = tract.iter().fold(0f32, |m, v| m.max(v.abs()));
         assert!(scale > 0.0, "{name}: all-zero logits prove nothing");

@@ -264,6 +264,23 @@ fn info_and_bench_report_on_a_valid_model() {
     assert_eq!(info["macs"], 4 * 27 * 32 * 32);
     assert_eq!(info["params"], 4 * 27 + 4);
     assert_eq!(info["weight_bytes"], (4 * 27 + 4) * 4);
+    // tract's engine (the default): no instruction set of ours to name.
+    assert_eq!(info["kernels"]["engine"], "tract");
+    assert!(info["kernels"]["edge_isa"].is_null(), "{info}");
+    let out = edge_run()
+        .arg("info")
+        .arg(&model)
+        .args(["--json", "--engine", "edge"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let isa = format!("{:?}", edge_runtime::kernels::Isa::best());
+    assert_eq!(info["kernels"]["edge_isa"], isa.as_str(), "{info}");
 
     let out = edge_run()
         .arg("bench")

@@ -13,12 +13,15 @@ pub fn environment_lines(report: &BenchReport) -> String {
         .iter()
         .map(|k| {
             format!(
-                "{}: {} (NEON: {})",
+                "{}: {} (NEON: {}){}",
                 k.engine,
                 k.linalg_kernels,
                 k.neon
                     .map(|n| n.to_string())
-                    .unwrap_or_else(|| "n/a".into())
+                    .unwrap_or_else(|| "n/a".into()),
+                k.edge_isa
+                    .as_ref()
+                    .map_or(String::new(), |isa| format!(", our kernels: {isa}"))
             )
         })
         .collect::<Vec<_>>()
