@@ -99,7 +99,6 @@ impl Depthwise3x3 {
         #[cfg(target_arch = "x86_64")]
         if imp == Isa::Avx512 {
             use super::window3x3_avx512 as avx512;
-            let flat_masks = avx512::flat(s, w).then(|| avx512::flat_masks(h, w));
             for (plane, (in_plane, out_plane)) in input
                 .chunks_exact(h * w)
                 .zip(output.chunks_exact_mut(oh * ow))
@@ -111,13 +110,7 @@ impl Depthwise3x3 {
                 params[9] = bias[c];
                 params[10] = floor;
                 // SAFETY: AVX-512F is available (imp); the planes hold h * w and oh * ow
-                // floats, (oh, ow) being this geometry's output size (the same at stride
-                // 1, where the flat masks are flat_masks(h, w)).
-                if let Some(masks) = &flat_masks {
-                    let (x, out) = (in_plane.as_ptr(), out_plane.as_mut_ptr());
-                    unsafe { avx512::depthwise_flat_plane(x, (h, w), &params, masks, out) };
-                    continue;
-                }
+                // floats, (oh, ow) being this geometry's output size.
                 unsafe {
                     avx512::depthwise_plane(
                         in_plane.as_ptr(),

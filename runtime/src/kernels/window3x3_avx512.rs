@@ -164,69 +164,6 @@ pub unsafe fn depthwise_plane(
     }
 }
 
-/// Whether a stride-1 plane this narrow runs flat (`depthwise_flat_plane`): with rows of
-/// at most 8, a 16-lane vector holds two or more of them.
-pub fn flat(stride: usize, w: usize) -> bool {
-    stride == 1 && w <= 8
-}
-
-/// For `depthwise_flat_plane`: per 16-lane vector of the flattened `h x w` plane, the
-/// lanes whose tap `(ky, kx)` lies inside the plane (and whose output does). The same
-/// for every plane of a layer, so computed once per layer.
-pub fn flat_masks(h: usize, w: usize) -> Vec<[__mmask16; 9]> {
-    (0..h * w)
-        .step_by(LANES)
-        .map(|start| {
-            std::array::from_fn(|tap| {
-                let (dy, dx) = ((tap / 3) as isize - 1, (tap % 3) as isize - 1);
-                (0..LANES).fold(0, |mask, lane| {
-                    let p = start + lane;
-                    let (y, x) = ((p / w) as isize + dy, (p % w) as isize + dx);
-                    let inside =
-                        p < h * w && (0..h as isize).contains(&y) && (0..w as isize).contains(&x);
-                    mask | (u16::from(inside) << lane)
-                })
-            })
-        })
-        .collect()
-}
-
-/// The depthwise convolution of a narrow plane at stride 1 (7x7 and smaller maps), on the
-/// plane flattened: output `p` is the sum of `k[tap] * input[p + dy * w + dx]`, so a
-/// vector covers 16 consecutive outputs across rows (a 7x7 plane is four vectors instead
-/// of seven mostly empty ones), each tap a masked load at a fixed offset, `masks` from
-/// [`flat_masks`] zeroing the taps that fall outside the plane.
-///
-/// # Safety
-/// AVX-512F available; `input` readable and `out` writable for `h * w` floats; `masks`
-/// is `flat_masks(h, w)`.
-#[target_feature(enable = "avx512f")]
-pub unsafe fn depthwise_flat_plane(
-    input: *const f32,
-    (h, w): (usize, usize),
-    params: &[f32; 12],
-    masks: &[[__mmask16; 9]],
-    out: *mut f32,
-) {
-    debug_assert_eq!(masks.len(), (h * w).div_ceil(LANES));
-    let bias = _mm512_set1_ps(params[9]);
-    let floor = _mm512_set1_ps(params[10]);
-    for (v, masks) in masks.iter().enumerate() {
-        let start = (v * LANES) as isize;
-        // Three accumulators, one per kernel row: short dependency chains.
-        let mut acc = [bias, _mm512_setzero_ps(), _mm512_setzero_ps()];
-        for (tap, &mask) in masks.iter().enumerate() {
-            let offset = ((tap / 3) as isize - 1) * w as isize + (tap % 3) as isize - 1;
-            // The address may lie outside the plane; masked lanes are not accessed.
-            let x = _mm512_maskz_loadu_ps(mask, input.wrapping_offset(start + offset));
-            acc[tap / 3] = _mm512_fmadd_ps(x, _mm512_set1_ps(params[tap]), acc[tap / 3]);
-        }
-        let sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), acc[2]);
-        let inside = lanes_inside(start, h * w);
-        _mm512_mask_storeu_ps(out.add(v * LANES), inside, _mm512_max_ps(sum, floor));
-    }
-}
-
 /// One plane of the 3x3 max pool (padding 1, which never wins): `out` (`oh x ow`) from
 /// `input` (`h x w`). Each input row's three taps are reduced to their maximum once and
 /// that row maximum is shared by the output rows it touches.
