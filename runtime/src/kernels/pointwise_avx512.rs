@@ -11,9 +11,9 @@
 //! tiles. The weights are packed once more for this path (`[k][48]` panels, zero-padded
 //! to whole vectors), on first use, so hosts without AVX-512 never hold the copy.
 //!
-//! A tile ends transposed (channels along the vector); it goes to the NCHW output by
-//! masked scatter stores, one per output vector against `k` FMAs (measured faster than
-//! a transposing copy through a stack buffer).
+//! A tile ends transposed (channels along the vector); it goes to the NCHW output
+//! through a 16 x 8 transpose in registers and masked stores of each channel's 7
+//! pixels.
 
 use std::arch::x86_64::*;
 
@@ -118,10 +118,10 @@ impl ChannelPanels {
 
 /// Whether a layer runs faster here than in the AVX2 pixel tiles. Measured on Zen 4
 /// (`cargo run --release -p edge-runtime --example pointwise_speed`): 7x7 maps at every
-/// depth of the nine networks (53-56 against 39 GMAC/s at depths 256-1024, 49 against 47
-/// at depth 128); on larger maps only deep layers, where the depth hides the scattered
-/// stores (14x14 at depth 512: 56 against 51 GMAC/s; at depth 256 level alone but 2-4 %
-/// faster inside MobileNet 0.5; at depth 128, 49 against 55).
+/// depth of the nine networks (56-57 against 39 GMAC/s at depths 256-1024, 53 against
+/// 46 at depth 128); on larger maps only deep layers, where the depth hides the
+/// transposing stores (14x14 at depth 512: 57 against 51 GMAC/s, at 256: 56 against 54,
+/// at 128: 53 against 55).
 pub fn suits(pixels: usize, depth: usize) -> bool {
     pixels <= 64 || depth >= 256
 }
@@ -199,17 +199,75 @@ unsafe fn tile<const V: usize, const P: usize>(
         wp = wp.add(LANES * V);
     }
     let floor = _mm512_set1_ps(floor);
-    // Lane l of an output vector goes to channel row l: element offsets l * stride.
-    let index = _mm512_mullo_epi32(
-        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-        _mm512_set1_epi32(stride as i32),
-    );
     for v in 0..V {
-        let lanes = real.saturating_sub(LANES * v).min(LANES);
-        let mask: __mmask16 = ((1u32 << lanes) - 1) as __mmask16;
-        let base = out.add(LANES * v * stride);
-        for (p, row) in acc.iter().enumerate() {
-            _mm512_mask_i32scatter_ps::<4>(base.add(p), mask, index, _mm512_max_ps(row[v], floor));
+        let channels = real.saturating_sub(LANES * v).min(LANES);
+        // Vector v of every pixel, padded to 8 pixels.
+        let mut rows = [_mm512_setzero_ps(); 8];
+        for (row, pixel) in rows.iter_mut().zip(&acc) {
+            *row = _mm512_max_ps(pixel[v], floor);
+        }
+        store_transposed(rows, P, channels, out.add(LANES * v * stride), stride);
+    }
+}
+
+/// Writes 16 channels by up to 8 pixels, held as one vector per pixel (`rows[p]`, lane
+/// `c` = channel `c`), to the first `channels` NCHW rows at `out` (`stride` floats
+/// apart), `pixels` floats each. A 16 x 8 transpose in registers (unpacks, then 128-bit
+/// lane shuffles) and two masked stores per vector: cheaper than a scatter per pixel.
+///
+/// # Safety
+/// AVX-512F available; `out` writable for `pixels <= 8` floats in each of `channels`
+/// rows.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn store_transposed(
+    rows: [__m512; 8],
+    pixels: usize,
+    channels: usize,
+    out: *mut f32,
+    stride: usize,
+) {
+    // Per 128-bit group g (channels 4g..4g+3): pairs of pixels interleaved...
+    let t: [__m512; 8] = std::array::from_fn(|i| {
+        let (a, b) = (rows[i / 2 * 2], rows[i / 2 * 2 + 1]);
+        if i % 2 == 0 {
+            _mm512_unpacklo_ps(a, b)
+        } else {
+            _mm512_unpackhi_ps(a, b)
+        }
+    });
+    // ...then u[q] holds pixels 0-3 of channel 4g + q, u[4 + q] pixels 4-7.
+    let u = [
+        _mm512_shuffle_ps::<0x44>(t[0], t[2]),
+        _mm512_shuffle_ps::<0xEE>(t[0], t[2]),
+        _mm512_shuffle_ps::<0x44>(t[1], t[3]),
+        _mm512_shuffle_ps::<0xEE>(t[1], t[3]),
+        _mm512_shuffle_ps::<0x44>(t[4], t[6]),
+        _mm512_shuffle_ps::<0xEE>(t[4], t[6]),
+        _mm512_shuffle_ps::<0x44>(t[5], t[7]),
+        _mm512_shuffle_ps::<0xEE>(t[5], t[7]),
+    ];
+    let low: __mmask16 = ((1u32 << pixels) - 1) as __mmask16;
+    let high: __mmask16 = low << 8;
+    for q in 0..4 {
+        // [group 0 | group 1] and [group 2 | group 3] of channel q, 8 pixels each.
+        let (a, b) = (u[q], u[4 + q]);
+        let first = _mm512_shuffle_f32x4::<0x44>(a, b);
+        let second = _mm512_shuffle_f32x4::<0xEE>(a, b);
+        let pairs = [
+            _mm512_shuffle_f32x4::<0xD8>(first, first),
+            _mm512_shuffle_f32x4::<0xD8>(second, second),
+        ];
+        for (half, pair) in pairs.iter().enumerate() {
+            for (lanes, mask) in [(0, low), (8, high)] {
+                let c = 8 * half + 4 * (lanes / 8) + q;
+                if c < channels {
+                    // The high half's pixels sit in lanes 8..16: the store's base is 8
+                    // floats before the row (only the masked-in lanes are written).
+                    let row = out.add(c * stride).wrapping_sub(lanes);
+                    _mm512_mask_storeu_ps(row, mask, *pair);
+                }
+            }
         }
     }
 }
