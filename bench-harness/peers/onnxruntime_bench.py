@@ -29,6 +29,11 @@ latency comparison, run edgebench one model at a time too and pass every report:
 it puts edgebench's own medians beside onnxruntime's: a markdown table of
 tract / edge / onnxruntime and the edge/onnxruntime ratio (below 1: ours is faster).
 Results go to --json (schema edgebench/peer-onnxruntime/v1), never overwriting a file.
+
+With --profile N it also runs each model N more times under onnxruntime's own profiler
+and prints where its time goes, per node and per operator type, to set beside
+`edgebench profile <model> --engine edge --nodes`. The per-node means go into the JSON
+report too (`profile` of each model).
 """
 
 import argparse
@@ -85,6 +90,52 @@ def measure(session, name, feed, warmup, min_runs, min_time):
     }
 
 
+def profile(ort, options, path, feed, runs):
+    """Mean kernel time per node over `runs` profiled inferences, from onnxruntime's trace.
+
+    The profiler writes a Chrome-trace JSON file; its "Node" events named
+    `<node>_kernel_time` carry the operator type and the duration in microseconds.
+    """
+    with tempfile.TemporaryDirectory(prefix="ort-profile-") as directory:
+        options.enable_profiling = True
+        options.profile_file_prefix = os.path.join(directory, "trace")
+        try:
+            session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+            for _ in range(runs):
+                session.run(None, feed)
+            trace = session.end_profiling()
+        finally:
+            options.enable_profiling = False
+        with open(trace) as f:
+            events = json.load(f)
+    nodes = {}
+    for e in events:
+        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
+            continue
+        name = e["name"][: -len("_kernel_time")]
+        node = nodes.setdefault(name, {"name": name, "op": e["args"].get("op_name", "?"), "us": 0.0})
+        node["us"] += e["dur"]
+    for node in nodes.values():
+        node["mean_ms"] = node.pop("us") / runs / 1e3
+    return sorted(nodes.values(), key=lambda n: -n["mean_ms"])
+
+
+def print_profile(name, nodes):
+    total = sum(n["mean_ms"] for n in nodes) or 1.0
+    by_op = {}
+    for n in nodes:
+        by_op[n["op"]] = by_op.get(n["op"], 0.0) + n["mean_ms"]
+    print(f"\nonnxruntime profile of {name} (mean kernel time per inference, {total:.3f} ms in all)")
+    print("| operator | ms | share |")
+    print("|---|---:|---:|")
+    for op, ms in sorted(by_op.items(), key=lambda kv: -kv[1]):
+        print(f"| {op} | {ms:.3f} | {100 * ms / total:.1f} % |")
+    print("| node | operator | ms | share |")
+    print("|---|---|---:|---:|")
+    for n in nodes:
+        print(f"| {n['name']} | {n['op']} | {n['mean_ms']:.4f} | {100 * n['mean_ms'] / total:.1f} % |")
+
+
 def edgebench_medians(path):
     try:
         with open(path) as f:
@@ -122,8 +173,18 @@ def main():
         default=[],
         help="edgebench run --json report to compare with (repeatable: one per model)",
     )
+    ap.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also profile N inferences per model with onnxruntime's profiler and print "
+        "its time per node and per operator type",
+    )
     ap.add_argument("--json", help="write the results here (never overwritten)")
     args = ap.parse_args()
+    if args.profile < 0:
+        die(f"--profile {args.profile}: the number of profiled runs cannot be negative")
 
     try:
         import numpy as np
@@ -157,6 +218,8 @@ def main():
         feed = {inp.name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
         r = measure(session, name, feed, args.warmup, args.min_runs, args.min_time)
         print(f"{name}: {r['median_ms']:.3f} ms median ({r['runs']} runs)", file=sys.stderr)
+        if args.profile:
+            r["profile"] = profile(ort, options, path, feed, args.profile)
         results.append(r)
 
     print("| model | tract ms | edge ms | onnxruntime ms (95% CI) | edge / onnxruntime |")
@@ -169,6 +232,9 @@ def main():
         lo, hi = r["ci95_median_ms"]
         print(f"| {r['name']} | {fmt(tract)} | {fmt(edge)} | "
               f"{r['median_ms']:.3f} ({lo:.3f}-{hi:.3f}) | {ratio} |")
+    for r in results:
+        if "profile" in r:
+            print_profile(r["name"], r["profile"])
 
     if args.json:
         doc = {

@@ -142,3 +142,63 @@ fn onnxruntime_peer_takes_one_edgebench_report_per_model() {
         }
     }
 }
+
+#[test]
+fn onnxruntime_peer_profiles_its_time_per_node_and_operator() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = "fd_mobilenet_0.25";
+    let models = dir.path().join("models");
+    model_zoo::export_models(&models, Some(&[model.to_string()]), &Default::default()).unwrap();
+    let peer_json = dir.path().join("peer.json");
+    let o = Command::new(python())
+        .arg(workspace().join("bench-harness/peers/onnxruntime_bench.py"))
+        .arg("--model-dir")
+        .arg(&models)
+        .args(["--models", model, "--min-runs", "3", "--min-time", "0"])
+        .args(["--warmup", "1", "--profile", "4", "--json"])
+        .arg(&peer_json)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains(&format!("onnxruntime profile of {model}")),
+        "{stdout}"
+    );
+
+    // Every node's mean is a positive time, and together they account for most of one
+    // inference: the profile covers the network, not a stray node.
+    let peer: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&peer_json).unwrap()).unwrap();
+    let nodes = peer["models"][0]["profile"].as_array().unwrap();
+    assert!(nodes.len() >= 10, "{nodes:?}");
+    let total: f64 = nodes
+        .iter()
+        .map(|n| n["mean_ms"].as_f64().unwrap())
+        .inspect(|ms| assert!(*ms >= 0.0))
+        .sum();
+    let median = peer["models"][0]["median_ms"].as_f64().unwrap();
+    assert!(
+        total > 0.0 && total < 10.0 * median,
+        "{total} ms against {median} ms"
+    );
+    // The convolutions are there, under whatever name onnxruntime fused them into.
+    let convs = nodes
+        .iter()
+        .filter(|n| n["op"].as_str().unwrap().contains("Conv"))
+        .count();
+    assert!(convs >= 10, "{nodes:?}");
+    // The operator table is printed with a row per operator type.
+    assert!(stdout.contains("| operator | ms | share |"), "{stdout}");
+
+    // A negative count is refused before anything runs.
+    let o = Command::new(python())
+        .arg(workspace().join("bench-harness/peers/onnxruntime_bench.py"))
+        .arg("--model-dir")
+        .arg(&models)
+        .args(["--models", model, "--profile", "-1"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--profile -1"), "{}", text(&o));
+}

@@ -47,7 +47,7 @@ pub mod isa;
 pub mod maxpool;
 pub mod pointwise;
 #[cfg(target_arch = "x86_64")]
-mod pointwise_avx512;
+mod pointwise_panels;
 pub mod pool_linear;
 #[cfg(target_arch = "x86_64")]
 mod window3x3_avx512;

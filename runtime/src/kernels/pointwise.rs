@@ -20,9 +20,10 @@
 //! the 1 MiB L2, each weight block (at most `k * 24` bytes) staying in the 32 KiB L1
 //! while it sweeps the chunk.
 //!
-//! x86-64: AVX2/FMA 6 x 16 and 4 x 16 tiles of the same design. With AVX-512, 7x7 maps
-//! and deep layers take `pointwise_avx512` instead, whose vectors run along the output
-//! channels (49 pixels fit 16-wide pixel vectors badly).
+//! x86-64: AVX2/FMA 6 x 16 and 4 x 16 tiles of the same design. 7x7 maps (on AVX2 from
+//! depth 256; on AVX-512 at every depth, and deep layers on larger maps too) take
+//! `pointwise_panels` instead, whose vectors run along the output channels (49 pixels
+//! fit 8- or 16-wide pixel vectors badly).
 
 use super::isa::{same_bits, Isa};
 
@@ -61,9 +62,10 @@ pub struct PackedPointwise {
     packed: Vec<f32>,
     /// Per group, per block: [`EPILOGUE`] floats, biases first, the floor at `ROWS`.
     epilogue: Vec<f32>,
-    /// The weights once more for the AVX-512 small-map path, on hosts that have it.
+    /// The weights once more for the small-map paths, one layout per vector path this
+    /// host has (AVX-512, AVX2) that can take the layer.
     #[cfg(target_arch = "x86_64")]
-    channel_panels: Option<super::pointwise_avx512::ChannelPanels>,
+    channel_panels: Vec<super::pointwise_panels::ChannelPanels>,
 }
 
 /// Bit-for-bit equality (tract compares ops with `Eq`; NaN weights compare equal to
@@ -138,9 +140,16 @@ impl PackedPointwise {
             packed,
             epilogue,
             #[cfg(target_arch = "x86_64")]
-            channel_panels: Isa::Avx512.is_available().then(|| {
-                super::pointwise_avx512::ChannelPanels::new(weights, bias, groups, rows, depth)
-            }),
+            // Only where `suits` can pick them for some map size.
+            channel_panels: [Isa::Avx512, Isa::Avx2Fma]
+                .into_iter()
+                .filter(|&isa| isa.is_available() && super::pointwise_panels::suits(isa, 1, depth))
+                .map(|isa| {
+                    super::pointwise_panels::ChannelPanels::new(
+                        isa, weights, bias, groups, rows, depth,
+                    )
+                })
+                .collect(),
         }
     }
 
@@ -172,8 +181,8 @@ impl PackedPointwise {
         assert_eq!(input.len() % image_in, 0);
         assert_eq!(output.len(), input.len() / image_in * image_out);
         #[cfg(target_arch = "x86_64")]
-        if imp == Isa::Avx512 && super::pointwise_avx512::suits(pixels, self.depth) {
-            self.run_channel_panels(input, pixels, output);
+        if super::pointwise_panels::suits(imp, pixels, self.depth) {
+            self.run_channel_panels(imp, input, pixels, output);
             return;
         }
         let tiles = column_tiles(imp, pixels);
@@ -212,13 +221,14 @@ impl PackedPointwise {
 }
 
 impl PackedPointwise {
-    /// The AVX-512 path: every image and group through the channel panels.
+    /// The channel-panel path: every image and group through `imp`'s panels.
     #[cfg(target_arch = "x86_64")]
-    fn run_channel_panels(&self, input: &[f32], pixels: usize, output: &mut [f32]) {
+    fn run_channel_panels(&self, imp: Isa, input: &[f32], pixels: usize, output: &mut [f32]) {
         let panels = self
             .channel_panels
-            .as_ref()
-            .expect("AVX-512 weights are packed on AVX-512 hosts");
+            .iter()
+            .find(|p| p.isa() == imp)
+            .expect("panels are packed for every available vector path");
         let floor = if self.relu { 0.0 } else { f32::NEG_INFINITY };
         let (group_in, group_out) = (self.depth * pixels, self.rows * pixels);
         // The groups of every image follow each other in NCHW.
@@ -227,8 +237,8 @@ impl PackedPointwise {
             .zip(output.chunks_exact_mut(group_out))
             .enumerate()
         {
-            // SAFETY: AVX-512F is available (the panels exist only then); x and out are
-            // one group's exact slices.
+            // SAFETY: the panels' instruction set is available (they exist only then);
+            // x and out are one group's exact slices.
             unsafe {
                 panels.run_group(
                     i % self.groups,
@@ -957,8 +967,8 @@ mod tests {
 
     #[test]
     fn channel_panels_cover_awkward_channel_counts() {
-        // The AVX-512 path (where the CPU has it): channels across 16-lane vectors and
-        // 48-channel panels, pixels across 7-pixel tiles, and a deep layer on a map larger
+        // The channel panels (AVX-512 where the CPU has it): channels across 16-lane
+        // vectors and 48-channel panels, pixels across 7-pixel tiles, and a deep layer on a map larger
         // than 64 pixels, which also takes this path.
         for &rows in &[17, 33, 47, 48, 49, 64, 100] {
             for &depth in &[1, 5, 64] {
@@ -969,6 +979,16 @@ mod tests {
         }
         check(1, 50, 384, 196, 1);
         check(3, 20, 9, 49, 2);
+        // The AVX2 panels take 7x7 and smaller maps from depth 256: channels off the
+        // 8-lane vectors and 16-channel panels, pixels across 6-pixel tiles (and the
+        // rows' last tiles, which store under a mask), and groups.
+        #[cfg(target_arch = "x86_64")]
+        assert!(super::super::pointwise_panels::suits(Isa::Avx2Fma, 49, 256));
+        for &pixels in &[1, 5, 6, 7, 13, 49] {
+            check(1, 257, 512, pixels, 1);
+        }
+        check(1, 37, 256, 49, 1);
+        check(3, 263, 512, 14, 2);
     }
 
     #[test]

@@ -1,0 +1,489 @@
+//! The 1x1 convolution's x86 path for small maps and deep layers, where the vectors run
+//! along the output channels rather than along the pixels.
+//!
+//! FD-MobileNet does most of its work on 7x7 maps. 49 pixels fit 8- or 16-wide pixel
+//! vectors badly (the last tile recomputes 7 columns), and each block of six output
+//! channels streams the whole `[k][49]` input again from L2 with rows that straddle cache
+//! lines. Here a tile is a panel of output channels by 7 pixels, and every map of these
+//! networks (7 * 2^n pixels per side) is a whole number of 7-pixel tiles:
+//! - AVX-512: up to 48 channels (three zmm vectors): 21 accumulators, the three weight
+//!   vectors and one broadcast pixel fit the 32 zmm registers; each step of `k` issues
+//!   21 FMAs for 3 vector loads and 7 scalar ones.
+//! - AVX2: up to 16 channels (two ymm vectors): 14 accumulators, and the weights read as
+//!   FMA memory operands where the 16 ymm registers run out; 14 FMAs per step of `k`.
+//!
+//! The weights are packed once more for this path (`[k][panel]`, zero-padded to whole
+//! vectors). A tile ends transposed (channels along the vector); it goes to the NCHW
+//! output through a transpose in registers and a store of each channel's 7 pixels.
+
+use super::isa::Isa;
+
+/// Pixels per tile on AVX-512.
+pub const PIXELS: usize = 7;
+/// Pixels per tile on AVX2: 12 accumulators, two weight vectors and the broadcast pixel
+/// fit the 16 ymm registers (7 pixels spill).
+const AVX2_PIXELS: usize = 6;
+
+/// The weights of every group in `[k][width]` panels of up to `panel` channels, widths
+/// rounded up to whole vectors of `lanes`, with the biases laid out the same way.
+#[derive(Clone, Debug)]
+pub struct ChannelPanels {
+    /// The path the panels are laid out for (AVX-512 or AVX2).
+    isa: Isa,
+    lanes: usize,
+    panel: usize,
+    /// Pixels per tile.
+    tile_pixels: usize,
+    /// Floats of one group's panels.
+    group_floats: usize,
+    packed: Vec<f32>,
+    /// Per group, the biases of its channels rounded up to whole vectors (zeros after).
+    bias: Vec<f32>,
+    padded_rows: usize,
+}
+
+impl ChannelPanels {
+    /// `weights` is `[groups * rows][depth]`, `bias` `[groups * rows]`, laid out for
+    /// `isa` (`Avx512` or `Avx2Fma`).
+    pub fn new(
+        isa: Isa,
+        weights: &[f32],
+        bias: &[f32],
+        groups: usize,
+        rows: usize,
+        depth: usize,
+    ) -> Self {
+        let (lanes, panel, tile_pixels) = match isa {
+            Isa::Avx512 => (16, 48, PIXELS),
+            Isa::Avx2Fma => (8, 16, AVX2_PIXELS),
+            _ => panic!("no channel panels for {isa:?}"),
+        };
+        let padded_rows = rows.div_ceil(lanes) * lanes;
+        let group_floats = padded_rows * depth;
+        let mut packed = vec![0f32; groups * group_floats];
+        let mut padded_bias = vec![0f32; groups * padded_rows];
+        for g in 0..groups {
+            let panels = &mut packed[g * group_floats..][..group_floats];
+            for (first, width) in panel_plan(padded_rows, panel) {
+                let panel = &mut panels[first * depth..][..width * depth];
+                for c in first..(first + width).min(rows) {
+                    let m = g * rows + c;
+                    for (k, &w) in weights[m * depth..][..depth].iter().enumerate() {
+                        panel[k * width + c - first] = w;
+                    }
+                }
+            }
+            padded_bias[g * padded_rows..][..rows].copy_from_slice(&bias[g * rows..][..rows]);
+        }
+        ChannelPanels {
+            isa,
+            lanes,
+            panel,
+            tile_pixels,
+            group_floats,
+            packed,
+            bias: padded_bias,
+            padded_rows,
+        }
+    }
+
+    /// The path these panels are laid out for.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// One group of one image: `x` is `[depth][pixels]`, `out` `[rows][pixels]`.
+    ///
+    /// # Safety
+    /// The panels' instruction set is available; `x` and `out` hold exactly the group's
+    /// `depth * pixels` and `rows * pixels` floats, `group < groups`.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn run_group(
+        &self,
+        group: usize,
+        rows: usize,
+        depth: usize,
+        floor: f32,
+        x: &[f32],
+        pixels: usize,
+        out: &mut [f32],
+    ) {
+        assert_eq!(x.len(), depth * pixels);
+        assert_eq!(out.len(), rows * pixels);
+        let lanes = self.lanes;
+        // AVX2: the input is first copied into `[tile][k][pixel]` strips, so a tile reads
+        // its pixels of every row of `k` from consecutive lines rather than one line (or
+        // two) per step of `k`, 49 floats apart; each panel streams the strips from L2.
+        let strips =
+            (self.isa == Isa::Avx2Fma).then(|| pixel_strips(x, depth, pixels, self.tile_pixels));
+        let panels = &self.packed[group * self.group_floats..][..self.group_floats];
+        let bias = &self.bias[group * self.padded_rows..][..self.padded_rows];
+        for (first, width) in panel_plan(self.padded_rows, self.panel) {
+            let panel = &panels[first * depth..][..width * depth];
+            let real = width.min(rows - first);
+            // The next panel (or whatever follows) is pulled towards L2 while this one
+            // sweeps the pixels, a line per step of k: on the deep 7x7 layers the weights
+            // (1-4 MiB) come from L3 or DRAM, and otherwise the first pixel tile of each
+            // panel waits for them (measured 46 against 56 GMAC/s inside FD-MobileNet on
+            // AVX-512).
+            let next = panels.as_ptr().wrapping_add((first + width) * depth);
+            for (tile, start) in (0..pixels).step_by(self.tile_pixels).enumerate() {
+                let cols = self.tile_pixels.min(pixels - start);
+                let prefetch = next.wrapping_add(tile * depth * 16);
+                // SAFETY (caller: the ISA): the panel holds depth * width floats, bias
+                // width from `first`; x is read at columns start..start + cols of depth
+                // rows `pixels` apart, and out written at the same columns of the `real`
+                // rows from `first`, all inside the slices (asserted); prefetches do not
+                // access memory. AVX2 tiles write 8 floats from `start` only when
+                // they lie inside the row, the extra ones rewritten by later tiles.
+                let args = TileArgs {
+                    w: panel.as_ptr(),
+                    prefetch,
+                    depth,
+                    bias: bias[first..].as_ptr(),
+                    floor,
+                    x: match &strips {
+                        Some(strips) => strips.as_ptr().add(start * depth),
+                        None => x.as_ptr().add(start),
+                    },
+                    x_stride: if strips.is_some() { cols } else { pixels },
+                    stride: pixels,
+                    out: out.as_mut_ptr().add(first * pixels + start),
+                    real,
+                    whole_vector: start + 8 <= pixels,
+                };
+                let kernel = if self.isa == Isa::Avx512 {
+                    avx512::tile_kernel(width / lanes, cols)
+                } else {
+                    avx2::tile_kernel(width / lanes, cols)
+                };
+                kernel(&args);
+            }
+        }
+        if let Some(strips) = strips {
+            STRIPS.with(|s| *s.borrow_mut() = strips);
+        }
+    }
+}
+
+thread_local! {
+    /// The pixel strips of the last AVX2 call on this thread, kept for the next.
+    static STRIPS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `x` (`[depth][pixels]`) as strips of `tile` pixels: the strip from pixel `start` is
+/// `[depth][cols]` at `start * depth`, `cols` being `tile` or the last strip's rest.
+fn pixel_strips(x: &[f32], depth: usize, pixels: usize, tile: usize) -> Vec<f32> {
+    let mut strips = STRIPS.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    strips.clear();
+    strips.reserve(depth * pixels);
+    for start in (0..pixels).step_by(tile) {
+        let cols = tile.min(pixels - start);
+        for row in x.chunks_exact(pixels) {
+            strips.extend_from_slice(&row[start..start + cols]);
+        }
+    }
+    strips
+}
+
+/// Whether a layer of `depth` input channels on `pixels` pixels runs faster here than
+/// in the pixel tiles of `pointwise`, on `isa`. Measured with `cargo run --release -p
+/// edge-runtime --example pointwise_speed`:
+/// - AVX-512 on Zen 4: 7x7 maps at every depth of the nine networks (56-57 against 39
+///   GMAC/s at depths 256-1024, 53 against 46 at depth 128); on larger maps only deep
+///   layers, where the depth hides the transposing stores (14x14 at depth 512: 57
+///   against 51 GMAC/s, at 256: 56 against 54, at 128: 53 against 55).
+/// - AVX2 on Zen 3, medians of five runs: 7x7 maps from depth 256 (512 -> 1024: 43.5
+///   against 32.0 GMAC/s, 512 -> 512: 42.8 against 32.8, 256 -> 256: 39.3 against
+///   34.1); not at depth 128 (38.2 against 40.1), ShuffleNet's groups of 160 (36.6
+///   against 38.3) or larger maps (14x14 at depth 512: 34.8 against 38.6).
+pub fn suits(isa: Isa, pixels: usize, depth: usize) -> bool {
+    match isa {
+        Isa::Avx512 => pixels <= 64 || depth >= 256,
+        Isa::Avx2Fma => pixels <= 64 && depth >= 256,
+        _ => false,
+    }
+}
+
+/// Panels covering `padded_rows` (a multiple of the lanes) channels: `(first, width)`.
+fn panel_plan(padded_rows: usize, panel: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..padded_rows)
+        .step_by(panel)
+        .map(move |first| (first, panel.min(padded_rows - first)))
+}
+
+/// What a tile reads and writes.
+struct TileArgs {
+    /// The panel's `[depth][width]` weights.
+    w: *const f32,
+    prefetch: *const f32,
+    depth: usize,
+    bias: *const f32,
+    /// 0 (ReLU) or -inf.
+    floor: f32,
+    /// Row 0 of the input at the tile's first pixel; rows `x_stride` apart.
+    x: *const f32,
+    x_stride: usize,
+    /// Floats from one output row to the next.
+    stride: usize,
+    /// The first channel's output row at the tile's first pixel.
+    out: *mut f32,
+    /// Channels to write.
+    real: usize,
+    /// Whether 8 floats from the tile's first pixel lie inside its rows (AVX2 then
+    /// stores whole vectors).
+    whole_vector: bool,
+}
+
+type TileFn = unsafe fn(&TileArgs);
+
+/// Picks `tile::<V, P>` for `vectors` vectors of channels by `cols` (1-7) pixels.
+macro_rules! tile_kernel {
+    ($max_vectors:literal) => {
+        pub(super) fn tile_kernel(vectors: usize, cols: usize) -> super::TileFn {
+            macro_rules! by_cols {
+                ($v:literal) => {
+                    match cols {
+                        1 => tile::<$v, 1>,
+                        2 => tile::<$v, 2>,
+                        3 => tile::<$v, 3>,
+                        4 => tile::<$v, 4>,
+                        5 => tile::<$v, 5>,
+                        6 => tile::<$v, 6>,
+                        _ => tile::<$v, 7>,
+                    }
+                };
+            }
+            match vectors.min($max_vectors) {
+                1 => by_cols!(1),
+                2 => by_cols!(2),
+                _ => by_cols!($max_vectors),
+            }
+        }
+    };
+}
+
+mod avx512 {
+    use super::TileArgs;
+    use std::arch::x86_64::*;
+
+    const LANES: usize = 16;
+
+    tile_kernel!(3);
+
+    /// `V` vectors of output channels by `P` pixels: for the first `real` channels `c`,
+    /// `out[c][p] = max(floor, bias[c] + sum_k w[k][c] * x[k][p])`, rows of `x` and `out`
+    /// both `stride` floats apart.
+    ///
+    /// # Safety
+    /// AVX-512F available; `w` readable for `depth * 16 V` floats, `bias` for `16 V`, `x`
+    /// for `P` floats in each of `depth` rows, `out` writable for `P` floats in each of
+    /// `real <= 16 V` rows.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile<const V: usize, const P: usize>(args: &TileArgs) {
+        let TileArgs {
+            w,
+            prefetch,
+            depth,
+            bias,
+            floor,
+            x,
+            x_stride,
+            stride,
+            out,
+            real,
+            ..
+        } = *args;
+        let init: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(bias.add(LANES * v)));
+        let mut acc = [init; P];
+        let (mut xp, mut wp) = (x, w);
+        for k in 0..depth {
+            let wv: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(wp.add(LANES * v)));
+            _mm_prefetch::<_MM_HINT_T1>(prefetch.wrapping_add(LANES * k) as *const i8);
+            for (p, row) in acc.iter_mut().enumerate() {
+                let xb = _mm512_set1_ps(*xp.add(p));
+                for (a, &wv) in row.iter_mut().zip(&wv) {
+                    *a = _mm512_fmadd_ps(wv, xb, *a);
+                }
+            }
+            xp = xp.add(x_stride);
+            wp = wp.add(LANES * V);
+        }
+        let floor = _mm512_set1_ps(floor);
+        for v in 0..V {
+            let channels = real.saturating_sub(LANES * v).min(LANES);
+            // Vector v of every pixel, padded to 8 pixels.
+            let mut rows = [_mm512_setzero_ps(); 8];
+            for (row, pixel) in rows.iter_mut().zip(&acc) {
+                *row = _mm512_max_ps(pixel[v], floor);
+            }
+            store_transposed(rows, P, channels, out.add(LANES * v * stride), stride);
+        }
+    }
+
+    /// Writes 16 channels by up to 8 pixels, held as one vector per pixel (`rows[p]`, lane
+    /// `c` = channel `c`), to the first `channels` NCHW rows at `out` (`stride` floats
+    /// apart), `pixels` floats each. A 16 x 8 transpose in registers (unpacks, then 128-bit
+    /// lane shuffles) and two masked stores per vector: cheaper than a scatter per pixel.
+    ///
+    /// # Safety
+    /// AVX-512F available; `out` writable for `pixels <= 8` floats in each of `channels`
+    /// rows.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn store_transposed(
+        rows: [__m512; 8],
+        pixels: usize,
+        channels: usize,
+        out: *mut f32,
+        stride: usize,
+    ) {
+        // Per 128-bit group g (channels 4g..4g+3): pairs of pixels interleaved...
+        let t: [__m512; 8] = std::array::from_fn(|i| {
+            let (a, b) = (rows[i / 2 * 2], rows[i / 2 * 2 + 1]);
+            if i % 2 == 0 {
+                _mm512_unpacklo_ps(a, b)
+            } else {
+                _mm512_unpackhi_ps(a, b)
+            }
+        });
+        // ...then u[q] holds pixels 0-3 of channel 4g + q, u[4 + q] pixels 4-7.
+        let u = [
+            _mm512_shuffle_ps::<0x44>(t[0], t[2]),
+            _mm512_shuffle_ps::<0xEE>(t[0], t[2]),
+            _mm512_shuffle_ps::<0x44>(t[1], t[3]),
+            _mm512_shuffle_ps::<0xEE>(t[1], t[3]),
+            _mm512_shuffle_ps::<0x44>(t[4], t[6]),
+            _mm512_shuffle_ps::<0xEE>(t[4], t[6]),
+            _mm512_shuffle_ps::<0x44>(t[5], t[7]),
+            _mm512_shuffle_ps::<0xEE>(t[5], t[7]),
+        ];
+        let low: __mmask16 = ((1u32 << pixels) - 1) as __mmask16;
+        let high: __mmask16 = low << 8;
+        for q in 0..4 {
+            // [group 0 | group 1] and [group 2 | group 3] of channel q, 8 pixels each.
+            let (a, b) = (u[q], u[4 + q]);
+            let first = _mm512_shuffle_f32x4::<0x44>(a, b);
+            let second = _mm512_shuffle_f32x4::<0xEE>(a, b);
+            let pairs = [
+                _mm512_shuffle_f32x4::<0xD8>(first, first),
+                _mm512_shuffle_f32x4::<0xD8>(second, second),
+            ];
+            for (half, pair) in pairs.iter().enumerate() {
+                for (lanes, mask) in [(0, low), (8, high)] {
+                    let c = 8 * half + 4 * (lanes / 8) + q;
+                    if c < channels {
+                        // The high half's pixels sit in lanes 8..16: the store's base is 8
+                        // floats before the row (only the masked-in lanes are written).
+                        let row = out.add(c * stride).wrapping_sub(lanes);
+                        _mm512_mask_storeu_ps(row, mask, *pair);
+                    }
+                }
+            }
+        }
+    }
+}
+
+mod avx2 {
+    use super::TileArgs;
+    use std::arch::x86_64::*;
+
+    const LANES: usize = 8;
+
+    tile_kernel!(2);
+
+    /// `V` vectors of output channels by `P` pixels, as the AVX-512 tile: for the first
+    /// `real` channels `c`, `out[c][p] = max(floor, bias[c] + sum_k w[k][c] * x[k][p])`.
+    ///
+    /// # Safety
+    /// AVX2 and FMA available; `w` readable for `depth * 8 V` floats, `bias` for `8 V`,
+    /// `x` for `P` floats in each of `depth` rows, `out` writable for `P` floats in each
+    /// of `real <= 8 V` rows, and for 8 if `whole_vector`.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile<const V: usize, const P: usize>(args: &TileArgs) {
+        let TileArgs {
+            w,
+            prefetch,
+            depth,
+            bias,
+            floor,
+            x,
+            x_stride,
+            stride,
+            out,
+            real,
+            whole_vector,
+        } = *args;
+        let init: [__m256; V] = std::array::from_fn(|v| _mm256_loadu_ps(bias.add(LANES * v)));
+        let mut acc = [init; P];
+        let (mut xp, mut wp) = (x, w);
+        for k in 0..depth {
+            let wv: [__m256; V] = std::array::from_fn(|v| _mm256_loadu_ps(wp.add(LANES * v)));
+            _mm_prefetch::<_MM_HINT_T1>(prefetch.wrapping_add(2 * LANES * k) as *const i8);
+            for (p, row) in acc.iter_mut().enumerate() {
+                let xb = _mm256_set1_ps(*xp.add(p));
+                for (a, &wv) in row.iter_mut().zip(&wv) {
+                    *a = _mm256_fmadd_ps(wv, xb, *a);
+                }
+            }
+            xp = xp.add(x_stride);
+            wp = wp.add(LANES * V);
+        }
+        let floor = _mm256_set1_ps(floor);
+        // Lanes 0..P, for tiles too near the end of their rows for a whole vector.
+        let tail = _mm256_cmpgt_epi32(
+            _mm256_set1_epi32(P as i32),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        );
+        for v in 0..V {
+            let channels = real.saturating_sub(LANES * v).min(LANES);
+            let mut rows = [_mm256_setzero_ps(); 8];
+            for (row, pixel) in rows.iter_mut().zip(&acc) {
+                *row = _mm256_max_ps(pixel[v], floor);
+            }
+            let columns = transpose8(rows);
+            for (c, column) in columns.iter().enumerate().take(channels) {
+                let dst = out.add((LANES * v + c) * stride);
+                if whole_vector {
+                    // Lanes P..8 land on later tiles' pixels of the same row, which those
+                    // tiles write afterwards (AMD's masked stores are slow).
+                    _mm256_storeu_ps(dst, *column);
+                } else {
+                    _mm256_maskstore_ps(dst, tail, *column);
+                }
+            }
+        }
+    }
+
+    /// 8 x 8 transpose: `rows[p]` lane `c` becomes lane `p` of the result's vector `c`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        [
+            _mm256_permute2f128_ps::<0x20>(u0, u4),
+            _mm256_permute2f128_ps::<0x20>(u1, u5),
+            _mm256_permute2f128_ps::<0x20>(u2, u6),
+            _mm256_permute2f128_ps::<0x20>(u3, u7),
+            _mm256_permute2f128_ps::<0x31>(u0, u4),
+            _mm256_permute2f128_ps::<0x31>(u1, u5),
+            _mm256_permute2f128_ps::<0x31>(u2, u6),
+            _mm256_permute2f128_ps::<0x31>(u3, u7),
+        ]
+    }
+}
