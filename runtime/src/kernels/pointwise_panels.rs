@@ -384,6 +384,10 @@ mod avx512 {
     }
 }
 
+/// The AVX-512 tile's loop on 8-lane registers, with 6-pixel tiles and plain stores. It
+/// is written out again rather than shared: the intrinsics differ by register type, and
+/// a trait over the two would leave a call behind every FMA (stable Rust cannot force
+/// target-feature functions inline).
 mod avx2 {
     use super::TileArgs;
     use std::arch::x86_64::*;
