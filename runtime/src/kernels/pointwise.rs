@@ -967,9 +967,9 @@ mod tests {
 
     #[test]
     fn channel_panels_cover_awkward_channel_counts() {
-        // The channel panels (AVX-512 where the CPU has it): channels across 16-lane
-        // vectors and 48-channel panels, pixels across 7-pixel tiles, and a deep layer on a map larger
-        // than 64 pixels, which also takes this path.
+        // The AVX-512 channel panels (where the CPU has it): channels across 16-lane
+        // vectors and 48-channel panels, pixels across 7-pixel tiles, and a deep layer
+        // on a map larger than 64 pixels, which also takes this path.
         for &rows in &[17, 33, 47, 48, 49, 64, 100] {
             for &depth in &[1, 5, 64] {
                 for &pixels in &[1, 6, 7, 8, 13, 14, 49, 64] {

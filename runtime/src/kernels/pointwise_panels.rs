@@ -4,19 +4,23 @@
 //! FD-MobileNet does most of its work on 7x7 maps. 49 pixels fit 8- or 16-wide pixel
 //! vectors badly (the last tile recomputes 7 columns), and each block of six output
 //! channels streams the whole `[k][49]` input again from L2 with rows that straddle cache
-//! lines. Here a tile is a panel of output channels by 7 pixels, and every map of these
-//! networks (7 * 2^n pixels per side) is a whole number of 7-pixel tiles:
-//! - AVX-512: up to 48 channels (three zmm vectors): 21 accumulators, the three weight
-//!   vectors and one broadcast pixel fit the 32 zmm registers; each step of `k` issues
-//!   21 FMAs for 3 vector loads and 7 scalar ones.
-//! - AVX2: up to 16 channels (two ymm vectors): 14 accumulators, and the weights read as
-//!   FMA memory operands where the 16 ymm registers run out; 14 FMAs per step of `k`.
+//! lines. Here a tile is a panel of output channels by a few pixels:
+//! - AVX-512: up to 48 channels (three zmm vectors) by 7 pixels, so every map of these
+//!   networks (7 * 2^n pixels per side) is a whole number of tiles: 21 accumulators, the
+//!   three weight vectors and one broadcast pixel fit the 32 zmm registers; each step of
+//!   `k` issues 21 FMAs for 3 vector loads and 7 scalar ones.
+//! - AVX2: up to 16 channels (two ymm vectors) by 6 pixels: 12 accumulators, the two
+//!   weight vectors and one broadcast pixel fit the 16 ymm registers; 12 FMAs per step of
+//!   `k`. The activations are first cut into 6-pixel strips (`pixel_strips`).
 //!
 //! The weights are packed once more for this path (`[k][panel]`, zero-padded to whole
 //! vectors). A tile ends transposed (channels along the vector); it goes to the NCHW
-//! output through a transpose in registers and a store of each channel's 7 pixels.
+//! output through a transpose in registers and a store of each channel's pixels.
 
 use super::isa::Isa;
+
+/// Floats per 64-byte cache line: the weight panels are prefetched a line per step of `k`.
+const LINE_FLOATS: usize = 16;
 
 /// Pixels per tile on AVX-512.
 pub const PIXELS: usize = 7;
@@ -129,7 +133,7 @@ impl ChannelPanels {
             let next = panels.as_ptr().wrapping_add((first + width) * depth);
             for (tile, start) in (0..pixels).step_by(self.tile_pixels).enumerate() {
                 let cols = self.tile_pixels.min(pixels - start);
-                let prefetch = next.wrapping_add(tile * depth * 16);
+                let prefetch = next.wrapping_add(tile * depth * LINE_FLOATS);
                 // SAFETY (caller: the ISA): the panel holds depth * width floats, bias
                 // width from `first`; x is read at columns start..start + cols of depth
                 // rows `pixels` apart, and out written at the same columns of the `real`
@@ -299,7 +303,7 @@ mod avx512 {
         let (mut xp, mut wp) = (x, w);
         for k in 0..depth {
             let wv: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(wp.add(LANES * v)));
-            _mm_prefetch::<_MM_HINT_T1>(prefetch.wrapping_add(LANES * k) as *const i8);
+            _mm_prefetch::<_MM_HINT_T1>(prefetch.wrapping_add(super::LINE_FLOATS * k) as *const i8);
             for (p, row) in acc.iter_mut().enumerate() {
                 let xb = _mm512_set1_ps(*xp.add(p));
                 for (a, &wv) in row.iter_mut().zip(&wv) {
@@ -423,7 +427,7 @@ mod avx2 {
         let (mut xp, mut wp) = (x, w);
         for k in 0..depth {
             let wv: [__m256; V] = std::array::from_fn(|v| _mm256_loadu_ps(wp.add(LANES * v)));
-            _mm_prefetch::<_MM_HINT_T1>(prefetch.wrapping_add(2 * LANES * k) as *const i8);
+            _mm_prefetch::<_MM_HINT_T1>(prefetch.wrapping_add(super::LINE_FLOATS * k) as *const i8);
             for (p, row) in acc.iter_mut().enumerate() {
                 let xb = _mm256_set1_ps(*xp.add(p));
                 for (a, &wv) in row.iter_mut().zip(&wv) {
