@@ -17,7 +17,7 @@ const LANES: usize = 16;
 
 /// Lanes `i` of a vector starting at column `start` (may be negative) whose column
 /// `start + i` lies in `0..width`.
-fn lanes_inside(start: isize, width: usize) -> __mmask16 {
+pub(super) fn lanes_inside(start: isize, width: usize) -> __mmask16 {
     let first = (-start).clamp(0, LANES as isize);
     let end = (width as isize - start).clamp(0, LANES as isize);
     if end <= first {
