@@ -167,15 +167,21 @@ impl PackedConv3x3s2 {
         let image_out = self.out_channels * oh * ow;
         assert_eq!(input.len() % image_in, 0);
         assert_eq!(output.len(), input.len() / image_in * image_out);
-        // AVX-512 with whole pairs of blocks reads the input planes in place.
+        // AVX-512 reads the input planes in place when the blocks come in pairs.
         #[cfg(target_arch = "x86_64")]
         if imp == Isa::Avx512 && ow >= 16 && self.out_channels.is_multiple_of(2 * BLOCK) {
             for (x, out) in input
                 .chunks_exact(image_in)
                 .zip(output.chunks_exact_mut(image_out))
             {
-                for b in (0..self.out_channels / BLOCK).step_by(2) {
-                    self.block_pair_unpadded_avx512(b, x, (height, width), out);
+                let blocks = self.out_channels / BLOCK;
+                let mut b = 0;
+                while b + 4 <= blocks {
+                    self.blocks_unpadded_avx512::<16>(b, x, (height, width), out);
+                    b += 4;
+                }
+                if b < blocks {
+                    self.blocks_unpadded_avx512::<8>(b, x, (height, width), out);
                 }
             }
             return;
@@ -297,12 +303,13 @@ impl PackedConv3x3s2 {
         }
     }
 
-    /// Blocks `b` and `b + 1` of one image on AVX-512, straight from its unpadded input
-    /// planes `x` (`(h, w)` each): the tiles of [`Self::block_pair_avx512`] without the
-    /// plane copy (3->16 at 224x224: 127 -> 117 us; 4 channels x 64 pixels measured
-    /// 12 % slower than these 8 x 32).
+    /// `R / 4` blocks from `b` (`R` = 8 or 16 channels) of one image on AVX-512, straight
+    /// from its unpadded input planes `x` (`(h, w)` each), in tiles of 16 accumulators:
+    /// 16 channels by 16 pixels, or 8 by 32. The wider channel tiles need half the
+    /// column permutes per multiply-add, which share the FMA pipes on Zen 4 (3->16 at
+    /// 224x224: 117 us as 8 x 32, 102 us as 16 x 16; 4 x 64 was slower still).
     #[cfg(target_arch = "x86_64")]
-    fn block_pair_unpadded_avx512(
+    fn blocks_unpadded_avx512<const R: usize>(
         &self,
         b: usize,
         x: &[f32],
@@ -310,32 +317,30 @@ impl PackedConv3x3s2 {
         out: &mut [f32],
     ) {
         let (oh, ow) = Self::output_size(h, w);
-        let (weights, epilogue) = self.blocks(b, 2);
-        let out = &mut out[b * BLOCK * oh * ow..][..2 * BLOCK * oh * ow];
+        let (weights, epilogue) = self.blocks(b, R / BLOCK);
+        let out = &mut out[b * BLOCK * oh * ow..][..R * oh * ow];
         assert!(ow >= 16 && x.len() == self.in_channels * h * w);
         for oy in 0..oh {
             let mut ox = 0;
             while ox < ow {
-                let (start, wide) = if ow - ox >= 32 {
-                    (ox, true)
-                } else {
-                    (ox.min(ow - 16), false)
-                };
+                let pixels = if R == 8 && ow - ox >= 32 { 32 } else { 16 };
+                // The last tile of a row overlaps the one before.
+                let start = ox.min(ow - pixels);
                 // SAFETY: AVX-512F is available (the caller checked imp); the tile reads
-                // rows of the planes in x (sized above) under masks, the two blocks'
-                // weights and epilogues (sliced above), and writes 8 channel rows of
-                // 16 or 32 <= ow - start floats inside out (oh * ow apart).
+                // rows of the planes in x (sized above) under masks, the blocks' weights
+                // and epilogues (sliced above), and writes R channel rows of
+                // pixels <= ow - start floats inside out (oh * ow apart).
                 unsafe {
                     let dst = out.as_mut_ptr().add(oy * ow + start);
                     let (input, at) = (x.as_ptr(), (oy, start));
                     let (c, w_, e) = (self.in_channels, weights.as_ptr(), epilogue.as_ptr());
-                    if wide {
-                        avx512::tile_unpadded::<2>(input, (h, w), at, c, w_, e, dst, oh * ow);
+                    if pixels == 32 {
+                        avx512::tile_unpadded::<R, 2>(input, (h, w), at, c, w_, e, dst, oh * ow);
                     } else {
-                        avx512::tile_unpadded::<1>(input, (h, w), at, c, w_, e, dst, oh * ow);
+                        avx512::tile_unpadded::<R, 1>(input, (h, w), at, c, w_, e, dst, oh * ow);
                     }
                 }
-                ox = start + if wide { 32 } else { 16 };
+                ox = start + pixels;
             }
         }
     }
@@ -596,7 +601,7 @@ mod avx512 {
         out: *mut f32,
         out_stride: usize,
     ) {
-        let mut acc = initial::<V>(epilogue);
+        let mut acc = initial::<8, V>(epilogue);
         for c in 0..in_channels {
             for ky in 0..3 {
                 let e = input.add(c * plane + ky * row);
@@ -617,7 +622,8 @@ mod avx512 {
         store(&acc, epilogue, out, out_stride);
     }
 
-    /// The same tile straight from the unpadded input planes, so no plane is copied: per
+    /// `R` output channels (`R / 4` packed blocks) x `16 V` pixels of one row, like
+    /// [`tile`] but straight from the unpadded input planes, so no plane is copied: per
     /// input channel and kernel row, `2 V + 1` masked loads from column `2 ox - 1` (zeros
     /// outside the row, which is the padding), split by `vpermt2ps` into the columns
     /// `2x - 1` (`kx = 0`) and `2x` (`kx = 1`); `valignd` shifts the first by one lane
@@ -626,10 +632,11 @@ mod avx512 {
     /// # Safety
     /// AVX-512F available; `input` readable for `in_channels` planes of `h x w` floats;
     /// `oy` an output row and `ox + 16 V` at most the output width of `(h, w)`;
-    /// `weights`, `epilogue` and `out` as for [`tile`].
+    /// `weights` readable for `R / 4` blocks of `in_channels * 36` floats, `epilogue` for
+    /// `R / 4` of 8; `out` writable for `R` rows of `16 V` floats, `out_stride` apart.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn tile_unpadded<const V: usize>(
+    pub unsafe fn tile_unpadded<const R: usize, const V: usize>(
         input: *const f32,
         (h, w): (usize, usize),
         (oy, ox): (usize, usize),
@@ -639,7 +646,7 @@ mod avx512 {
         out: *mut f32,
         out_stride: usize,
     ) {
-        let mut acc = initial::<V>(epilogue);
+        let mut acc = initial::<R, V>(epilogue);
         let first = 2 * ox as isize - 1;
         let column = |j: usize| first + 16 * j as isize;
         let masks: [__mmask16; 5] = std::array::from_fn(|j| {
@@ -692,35 +699,36 @@ mod avx512 {
         store(&acc, epilogue, out, out_stride);
     }
 
-    /// The accumulators of 8 channels (two blocks) x `16 V` pixels, set to the biases.
+    /// The accumulators of `R` channels (`R / 4` blocks) x `16 V` pixels, set to the
+    /// biases.
     ///
     /// # Safety
-    /// AVX-512F available; `epilogue` readable for two blocks' 8 floats.
+    /// AVX-512F available; `epilogue` readable for `R / 4` blocks' 8 floats.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn initial<const V: usize>(epilogue: *const f32) -> [[__m512; V]; 8] {
+    unsafe fn initial<const R: usize, const V: usize>(epilogue: *const f32) -> [[__m512; V]; R] {
         std::array::from_fn(|r| [_mm512_set1_ps(*epilogue.add(r / BLOCK * 8 + r % BLOCK)); V])
     }
 
-    /// One kernel row of one input channel: the `kx` = 0, 1, 2 tap vectors times the two
-    /// blocks' weights (`w` at that row's `kx = 0` in the first block).
+    /// One kernel row of one input channel: the `kx` = 0, 1, 2 tap vectors times the
+    /// `R / 4` blocks' weights (`w` at that row's `kx = 0` in the first block).
     ///
     /// # Safety
-    /// AVX-512F available; `w` readable at the three `kx` of this row in both blocks.
+    /// AVX-512F available; `w` readable at the three `kx` of this row in every block.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn accumulate<const V: usize>(
-        acc: &mut [[__m512; V]; 8],
+    unsafe fn accumulate<const R: usize, const V: usize>(
+        acc: &mut [[__m512; V]; R],
         taps: &[[__m512; V]; 3],
         w: *const f32,
         in_channels: usize,
     ) {
-        // Channel r of the pair: block r / 4, row r % 4.
-        let second = in_channels * 9 * BLOCK;
+        // Channel r: block r / 4, row r % 4.
+        let block = in_channels * 9 * BLOCK;
         for (kx, tap) in taps.iter().enumerate() {
             let w = w.add(kx * BLOCK);
             for (r, acc) in acc.iter_mut().enumerate() {
-                let k = _mm512_set1_ps(*w.add(r / BLOCK * second + r % BLOCK));
+                let k = _mm512_set1_ps(*w.add(r / BLOCK * block + r % BLOCK));
                 for (a, &t) in acc.iter_mut().zip(tap) {
                     *a = _mm512_fmadd_ps(t, k, *a);
                 }
@@ -731,12 +739,12 @@ mod avx512 {
     /// The floor (ReLU or none) and the stores of a finished tile.
     ///
     /// # Safety
-    /// AVX-512F available; `epilogue` readable for 5 floats; `out` writable for 8 rows
+    /// AVX-512F available; `epilogue` readable for 5 floats; `out` writable for `R` rows
     /// of `16 V` floats, `out_stride` apart.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn store<const V: usize>(
-        acc: &[[__m512; V]; 8],
+    unsafe fn store<const R: usize, const V: usize>(
+        acc: &[[__m512; V]; R],
         epilogue: *const f32,
         out: *mut f32,
         out_stride: usize,
@@ -975,7 +983,7 @@ mod tests {
             (3, 130),
         ] {
             for &cin in &[1, 3, 4] {
-                for &cout in &[1, 4, 5, 8, 10, 16] {
+                for &cout in &[1, 4, 5, 8, 10, 16, 24, 32] {
                     check(cin, cout, h, w, 1);
                 }
             }
