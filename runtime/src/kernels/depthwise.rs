@@ -754,7 +754,7 @@ mod tests {
         // Channel counts off the vector width, maps from 1x1 up, odd sizes for stride 2,
         // widths around 4 and 8 (vector widths) to hit the overlapping last vector, and
         // around 16 and 32 for the masked 16-lane blocks of AVX-512 (several blocks per
-        // row at stride 2 from width 33).
+        // row at stride 2 from width 33; 32-output blocks, whole or masked, beyond).
         for &channels in &[1, 3, 5, 13] {
             for &(h, w) in &[
                 (1, 1),
@@ -776,6 +776,9 @@ mod tests {
                 (4, 32),
                 (5, 33),
                 (3, 65),
+                (4, 64),
+                (5, 97),
+                (2, 130),
             ] {
                 for stride in [1, 2] {
                     for relu in [false, true] {

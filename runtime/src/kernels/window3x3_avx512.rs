@@ -6,10 +6,11 @@
 //! (a 7x7 plane is 49 outputs), and at stride 2 the even/odd column shuffles come on
 //! top. AVX-512's masked loads read zeros in the lanes outside a row without touching
 //! memory there, so the borders need no copy: each 16-output vector takes its three
-//! taps of an input row as three masked loads at stride 1, or as four masked loads and
-//! three two-register permutes (`vpermt2ps`) at stride 2, and stores under a mask at the
-//! end of the row. The max pool reads the same taps with -inf instead of zeros outside
-//! the plane.
+//! taps of an input row as three masked loads at stride 1, and stores under a mask at
+//! the end of the row. At stride 2 the depthwise convolution splits the columns with
+//! two-register permutes (`vpermt2ps`) and one lane shift: five loads and six shuffles
+//! per input row and 32 outputs (the max pool: four loads and three permutes per 16).
+//! The max pool reads its taps with -inf instead of zeros outside the plane.
 
 use std::arch::x86_64::*;
 
@@ -96,9 +97,9 @@ unsafe fn row_products(t: [__m512; 3], k: &[__m512]) -> __m512 {
 }
 
 /// One plane: `out` (`oh x ow`) from `input` (`h x w`), with `params` = k0..k8, bias,
-/// floor. Each input row is loaded once per column block and its products go to every
-/// output row it touches (three at stride 1, kept in a rolling pair of accumulators),
-/// so the dependency chains stay short and independent.
+/// floor. At stride 1 each input row is loaded once per column block and its products
+/// go to the three output rows it touches, kept in a rolling pair of accumulators, so
+/// the dependency chains stay short and independent; stride 2 is [`stride2_columns`].
 ///
 /// # Safety
 /// AVX-512F available; `input` readable for `h * w` floats, `out` writable for `oh * ow`,
@@ -115,51 +116,132 @@ pub unsafe fn depthwise_plane(
     let k: [__m512; 9] = std::array::from_fn(|i| _mm512_set1_ps(params[i]));
     let bias = _mm512_set1_ps(params[9]);
     let floor = _mm512_set1_ps(params[10]);
+    if stride == 2 {
+        // Blocks of 32 outputs while more than 16 remain: the permutes of two vectors
+        // share their loads.
+        let mut x0 = 0;
+        while x0 < ow {
+            if ow - x0 > LANES {
+                stride2_columns::<2>(input, (h, w), &k, (bias, floor), out, (oh, ow), x0);
+                x0 += 2 * LANES;
+            } else {
+                stride2_columns::<1>(input, (h, w), &k, (bias, floor), out, (oh, ow), x0);
+                x0 += LANES;
+            }
+        }
+        return;
+    }
     let zero = _mm512_setzero_ps();
     for x0 in (0..ow).step_by(LANES) {
-        let block = ColumnBlock::new(x0, w, stride);
+        let block = ColumnBlock::new(x0, w, 1);
         let store_mask = lanes_inside(x0 as isize, ow);
         let store = |y: usize, acc: __m512| {
             _mm512_mask_storeu_ps(out.add(y * ow + x0), store_mask, _mm512_max_ps(acc, floor))
         };
-        if stride == 1 {
-            // Before input row iy: `above` is output row iy - 1 without its kernel row 2,
-            // `current` output row iy with only its kernel row 0 (and the bias).
-            let mut above = bias;
-            let mut current = bias;
-            for iy in 0..h {
-                let t = block.taps(input.add(iy * w), zero);
-                let (p0, p1, p2) = (
-                    row_products(t, &k[0..3]),
-                    row_products(t, &k[3..6]),
-                    row_products(t, &k[6..9]),
-                );
-                if iy > 0 {
-                    store(iy - 1, _mm512_add_ps(above, p2));
-                }
-                above = _mm512_add_ps(current, p1);
-                current = _mm512_add_ps(bias, p0);
+        // Before input row iy: `above` is output row iy - 1 without its kernel row 2,
+        // `current` output row iy with only its kernel row 0 (and the bias).
+        let mut above = bias;
+        let mut current = bias;
+        for iy in 0..h {
+            let t = block.taps(input.add(iy * w), zero);
+            let (p0, p1, p2) = (
+                row_products(t, &k[0..3]),
+                row_products(t, &k[3..6]),
+                row_products(t, &k[6..9]),
+            );
+            if iy > 0 {
+                store(iy - 1, _mm512_add_ps(above, p2));
             }
-            // The last row's kernel row 2 reads the bottom padding.
-            store(h - 1, above);
+            above = _mm512_add_ps(current, p1);
+            current = _mm512_add_ps(bias, p0);
+        }
+        // The last row's kernel row 2 reads the bottom padding.
+        store(h - 1, above);
+    }
+}
+
+/// The `kx` = 0, 1, 2 taps (columns `2x - 1`, `2x`, `2x + 1`) of `16 V` stride-2
+/// outputs from output column `x0`, of one input row `w` wide: `2 V + 1` masked loads
+/// from column `2 x0 - 1` (zeros outside the row), two-register permutes into the
+/// odd and even columns, and the odd ones shifted by one lane (`valignd`) for `kx = 2`.
+///
+/// # Safety
+/// AVX-512F available; `row` readable for `w` floats.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn stride2_taps<const V: usize>(row: *const f32, w: usize, x0: usize) -> [[__m512; V]; 3] {
+    let first = 2 * x0 as isize - 1;
+    let column = |j: usize| first + (LANES * j) as isize;
+    let raw: [__m512; 5] = std::array::from_fn(|j| {
+        if j <= 2 * V {
+            // Masked-off lanes are not read, so the address may lie outside the row.
+            _mm512_maskz_loadu_ps(lanes_inside(column(j), w), row.wrapping_offset(column(j)))
         } else {
-            // Kernel row 0 of output row oy is input row 2oy - 1, carried from the
-            // previous output row (the top padding for the first).
-            let mut carried = _mm512_setzero_ps();
-            for oy in 0..oh {
-                let p1 = row_products(block.taps(input.add(2 * oy * w), zero), &k[3..6]);
-                let (p2, next) = if 2 * oy + 1 < h {
-                    let t = block.taps(input.add((2 * oy + 1) * w), zero);
-                    (row_products(t, &k[6..9]), row_products(t, &k[0..3]))
-                } else {
-                    (_mm512_setzero_ps(), _mm512_setzero_ps())
-                };
-                store(
-                    oy,
-                    _mm512_add_ps(_mm512_add_ps(bias, carried), _mm512_add_ps(p1, p2)),
-                );
-                carried = next;
+            _mm512_setzero_ps()
+        }
+    });
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    let left: [__m512; V] =
+        std::array::from_fn(|v| _mm512_permutex2var_ps(raw[2 * v], even, raw[2 * v + 1]));
+    let centre: [__m512; V] =
+        std::array::from_fn(|v| _mm512_permutex2var_ps(raw[2 * v], odd, raw[2 * v + 1]));
+    let right: [__m512; V] = std::array::from_fn(|v| {
+        // Lane 0 of the next vector of `2x - 1` columns is this one's last `2x + 1`.
+        let next = if v + 1 < V { left[v + 1] } else { raw[2 * V] };
+        _mm512_castsi512_ps(_mm512_alignr_epi32(
+            _mm512_castps_si512(next),
+            _mm512_castps_si512(left[v]),
+            1,
+        ))
+    });
+    [left, centre, right]
+}
+
+/// Stride-2 depthwise rows of `16 V` outputs from column `x0`: each output row's sum
+/// starts from the bias and the products of its kernel row 0, taken from the previous
+/// input row while it was loaded, and goes on in one chain of multiply-adds.
+///
+/// # Safety
+/// As [`depthwise_plane`] at stride 2; `x0 < ow`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn stride2_columns<const V: usize>(
+    input: *const f32,
+    (h, w): (usize, usize),
+    k: &[__m512; 9],
+    (bias, floor): (__m512, __m512),
+    out: *mut f32,
+    (oh, ow): (usize, usize),
+    x0: usize,
+) {
+    let masks: [__mmask16; V] =
+        std::array::from_fn(|v| lanes_inside((x0 + LANES * v) as isize, ow));
+    // The top padding: kernel row 0 of output row 0 adds nothing.
+    let mut carried = [bias; V];
+    for oy in 0..oh {
+        let mut acc = carried;
+        let [l, c, r] = stride2_taps::<V>(input.add(2 * oy * w), w, x0);
+        for v in 0..V {
+            acc[v] = _mm512_fmadd_ps(l[v], k[3], acc[v]);
+            acc[v] = _mm512_fmadd_ps(c[v], k[4], acc[v]);
+            acc[v] = _mm512_fmadd_ps(r[v], k[5], acc[v]);
+        }
+        if 2 * oy + 1 < h {
+            let [l, c, r] = stride2_taps::<V>(input.add((2 * oy + 1) * w), w, x0);
+            for v in 0..V {
+                acc[v] = _mm512_fmadd_ps(l[v], k[6], acc[v]);
+                acc[v] = _mm512_fmadd_ps(c[v], k[7], acc[v]);
+                acc[v] = _mm512_fmadd_ps(r[v], k[8], acc[v]);
+                let next = _mm512_fmadd_ps(l[v], k[0], bias);
+                let next = _mm512_fmadd_ps(c[v], k[1], next);
+                carried[v] = _mm512_fmadd_ps(r[v], k[2], next);
             }
+        }
+        for v in 0..V {
+            let at = out.add(oy * ow + x0 + LANES * v);
+            _mm512_mask_storeu_ps(at, masks[v], _mm512_max_ps(acc[v], floor));
         }
     }
 }
