@@ -99,16 +99,46 @@ impl Depthwise3x3 {
         #[cfg(target_arch = "x86_64")]
         if imp == Isa::Avx512 {
             use super::window3x3_avx512 as avx512;
-            for (plane, (in_plane, out_plane)) in input
-                .chunks_exact(h * w)
-                .zip(output.chunks_exact_mut(oh * ow))
-                .enumerate()
-            {
+            let params = |plane: usize| {
                 let c = plane % self.channels;
                 let mut params = [0f32; 12];
                 params[..9].copy_from_slice(&weights[c * 9..c * 9 + 9]);
                 params[9] = bias[c];
                 params[10] = floor;
+                params
+            };
+            // Narrow maps at stride 1 (7x7): two planes per vector.
+            let paired = if s == 1 && w <= 8 {
+                images * self.channels / 2
+            } else {
+                0
+            };
+            let (in_pairs, in_rest) = input.split_at(paired * 2 * h * w);
+            let (out_pairs, out_rest) = output.split_at_mut(paired * 2 * oh * ow);
+            for (pair, (x, out)) in in_pairs
+                .chunks_exact(2 * h * w)
+                .zip(out_pairs.chunks_exact_mut(2 * oh * ow))
+                .enumerate()
+            {
+                let (a, b) = (params(2 * pair), params(2 * pair + 1));
+                let (out_a, out_b) = out.split_at_mut(h * w);
+                // SAFETY: AVX-512F is available (imp); w <= 8; at stride 1 each of the two
+                // input and output planes holds h * w floats.
+                unsafe {
+                    avx512::depthwise_plane_pair(
+                        [x.as_ptr(), x[h * w..].as_ptr()],
+                        (h, w),
+                        [&a, &b],
+                        [out_a.as_mut_ptr(), out_b.as_mut_ptr()],
+                    )
+                };
+            }
+            for (plane, (in_plane, out_plane)) in in_rest
+                .chunks_exact(h * w)
+                .zip(out_rest.chunks_exact_mut(oh * ow))
+                .enumerate()
+            {
+                let params = params(2 * paired + plane);
                 // SAFETY: AVX-512F is available (imp); the planes hold h * w and oh * ow
                 // floats, (oh, ow) being this geometry's output size.
                 unsafe {
@@ -817,6 +847,17 @@ mod tests {
                 relu: false,
             },
             2,
+        );
+        // AVX-512 pairs narrow planes: an odd channel count puts pairs across images.
+        check(
+            Depthwise3x3 {
+                channels: 5,
+                height: 7,
+                width: 7,
+                stride: 1,
+                relu: true,
+            },
+            3,
         );
     }
 

@@ -160,6 +160,74 @@ pub unsafe fn depthwise_plane(
     }
 }
 
+/// Two planes of at most 8 columns side by side in one vector, at stride 1: plane `a`
+/// in lanes 0-7 and plane `b` in lanes 8-15, each with its own weights (`params` as
+/// for [`depthwise_plane`]). A 7x7 plane alone fills 7 of 16 lanes; paired, every
+/// multiply-add serves two planes.
+///
+/// # Safety
+/// AVX-512F available; `w <= 8`; both inputs readable for `h * w` floats, both outputs
+/// writable for `h * w`.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn depthwise_plane_pair(
+    input: [*const f32; 2],
+    (h, w): (usize, usize),
+    params: [&[f32; 12]; 2],
+    out: [*mut f32; 2],
+) {
+    debug_assert!(w <= 8);
+    const HIGH: __mmask16 = 0xff00;
+    let pair = |i: usize| {
+        _mm512_mask_blend_ps(
+            HIGH,
+            _mm512_set1_ps(params[0][i]),
+            _mm512_set1_ps(params[1][i]),
+        )
+    };
+    let k: [__m512; 9] = std::array::from_fn(pair);
+    let (bias, floor) = (pair(9), pair(10));
+    // Tap kx of output column x reads column x + kx - 1: lanes 0-7 from plane a's row,
+    // lanes 8-15 from plane b's, 8 floats further back.
+    let masks: [[__mmask16; 2]; 3] = std::array::from_fn(|kx| {
+        let column = kx as isize - 1;
+        [
+            lanes_inside(column, w) & !HIGH,
+            lanes_inside(column - 8, w) & HIGH,
+        ]
+    });
+    let taps = |iy: usize| -> [__m512; 3] {
+        std::array::from_fn(|kx| {
+            let offset = (iy * w) as isize + kx as isize - 1;
+            let a = _mm512_maskz_loadu_ps(masks[kx][0], input[0].wrapping_offset(offset));
+            _mm512_mask_loadu_ps(a, masks[kx][1], input[1].wrapping_offset(offset - 8))
+        })
+    };
+    let store_masks = [lanes_inside(0, w) & !HIGH, lanes_inside(-8, w) & HIGH];
+    let store = |y: usize, acc: __m512| {
+        let v = _mm512_max_ps(acc, floor);
+        let at = (y * w) as isize;
+        _mm512_mask_storeu_ps(out[0].offset(at), store_masks[0], v);
+        _mm512_mask_storeu_ps(out[1].wrapping_offset(at - 8), store_masks[1], v);
+    };
+    // As in depthwise_plane at stride 1.
+    let mut above = bias;
+    let mut current = bias;
+    for iy in 0..h {
+        let t = taps(iy);
+        let (p0, p1, p2) = (
+            row_products(t, &k[0..3]),
+            row_products(t, &k[3..6]),
+            row_products(t, &k[6..9]),
+        );
+        if iy > 0 {
+            store(iy - 1, _mm512_add_ps(above, p2));
+        }
+        above = _mm512_add_ps(current, p1);
+        current = _mm512_add_ps(bias, p0);
+    }
+    store(h - 1, above);
+}
+
 /// The `kx` = 0, 1, 2 taps (columns `2x - 1`, `2x`, `2x + 1`) of `16 V` stride-2
 /// outputs from output column `x0`, of one input row `w` wide: `2 V + 1` masked loads
 /// from column `2 x0 - 1` (zeros outside the row), two-register permutes into the
