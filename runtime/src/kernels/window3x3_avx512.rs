@@ -97,9 +97,8 @@ unsafe fn row_products(t: [__m512; 3], k: &[__m512]) -> __m512 {
 }
 
 /// One plane: `out` (`oh x ow`) from `input` (`h x w`), with `params` = k0..k8, bias,
-/// floor. At stride 1 each input row is loaded once per column block and its products
-/// go to the three output rows it touches, kept in a rolling pair of accumulators, so
-/// the dependency chains stay short and independent; stride 2 is [`stride2_columns`].
+/// floor. At stride 1 each input row is loaded once per column block
+/// ([`stride1_rows`]); stride 2 is [`stride2_columns`].
 ///
 /// # Safety
 /// AVX-512F available; `input` readable for `h * w` floats, `out` writable for `oh * ow`,
@@ -138,26 +137,44 @@ pub unsafe fn depthwise_plane(
         let store = |y: usize, acc: __m512| {
             _mm512_mask_storeu_ps(out.add(y * ow + x0), store_mask, _mm512_max_ps(acc, floor))
         };
-        // Before input row iy: `above` is output row iy - 1 without its kernel row 2,
-        // `current` output row iy with only its kernel row 0 (and the bias).
-        let mut above = bias;
-        let mut current = bias;
-        for iy in 0..h {
-            let t = block.taps(input.add(iy * w), zero);
-            let (p0, p1, p2) = (
-                row_products(t, &k[0..3]),
-                row_products(t, &k[3..6]),
-                row_products(t, &k[6..9]),
-            );
-            if iy > 0 {
-                store(iy - 1, _mm512_add_ps(above, p2));
-            }
-            above = _mm512_add_ps(current, p1);
-            current = _mm512_add_ps(bias, p0);
-        }
-        // The last row's kernel row 2 reads the bottom padding.
-        store(h - 1, above);
+        stride1_rows(h, &k, bias, |iy| block.taps(input.add(iy * w), zero), store);
     }
+}
+
+/// The rows of one column block at stride 1, from the taps of each input row: each
+/// input row's products go to the three output rows it touches, kept in a rolling pair
+/// of accumulators, so the dependency chains stay short and independent.
+///
+/// # Safety
+/// AVX-512F available; `taps` and `store` safe to call for rows `0..h`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn stride1_rows(
+    h: usize,
+    k: &[__m512; 9],
+    bias: __m512,
+    mut taps: impl FnMut(usize) -> [__m512; 3],
+    mut store: impl FnMut(usize, __m512),
+) {
+    // Before input row iy: `above` is output row iy - 1 without its kernel row 2,
+    // `current` output row iy with only its kernel row 0 (and the bias).
+    let mut above = bias;
+    let mut current = bias;
+    for iy in 0..h {
+        let t = taps(iy);
+        let (p0, p1, p2) = (
+            row_products(t, &k[0..3]),
+            row_products(t, &k[3..6]),
+            row_products(t, &k[6..9]),
+        );
+        if iy > 0 {
+            store(iy - 1, _mm512_add_ps(above, p2));
+        }
+        above = _mm512_add_ps(current, p1);
+        current = _mm512_add_ps(bias, p0);
+    }
+    // The last row's kernel row 2 reads the bottom padding.
+    store(h - 1, above);
 }
 
 /// Two planes of at most 8 columns side by side in one vector, at stride 1: plane `a`
@@ -209,23 +226,7 @@ pub unsafe fn depthwise_plane_pair(
         _mm512_mask_storeu_ps(out[0].offset(at), store_masks[0], v);
         _mm512_mask_storeu_ps(out[1].wrapping_offset(at - 8), store_masks[1], v);
     };
-    // As in depthwise_plane at stride 1.
-    let mut above = bias;
-    let mut current = bias;
-    for iy in 0..h {
-        let t = taps(iy);
-        let (p0, p1, p2) = (
-            row_products(t, &k[0..3]),
-            row_products(t, &k[3..6]),
-            row_products(t, &k[6..9]),
-        );
-        if iy > 0 {
-            store(iy - 1, _mm512_add_ps(above, p2));
-        }
-        above = _mm512_add_ps(current, p1);
-        current = _mm512_add_ps(bias, p0);
-    }
-    store(h - 1, above);
+    stride1_rows(h, &k, bias, taps, store);
 }
 
 /// The `kx` = 0, 1, 2 taps (columns `2x - 1`, `2x`, `2x + 1`) of `16 V` stride-2
