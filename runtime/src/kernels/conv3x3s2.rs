@@ -306,7 +306,7 @@ impl PackedConv3x3s2 {
     /// `R / 4` blocks from `b` (`R` = 8 or 16 channels) of one image on AVX-512, straight
     /// from its unpadded input planes `x` (`(h, w)` each), in tiles of 16 accumulators:
     /// 16 channels by 16 pixels, or 8 by 32. The wider channel tiles need half the
-    /// column permutes per multiply-add, which share the FMA pipes on Zen 4 (3->16 at
+    /// column permutes per multiply-add, which measured faster on Zen 4 (3->16 at
     /// 224x224: 117 us as 8 x 32, 102 us as 16 x 16; 4 x 64 was slower still).
     #[cfg(target_arch = "x86_64")]
     fn blocks_unpadded_avx512<const R: usize>(
