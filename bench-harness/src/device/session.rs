@@ -13,6 +13,10 @@ use super::{DeviceArgs, DeviceError, RemoteRunArgs, SshArgs};
 use crate::export::{json, markdown, write_new_file};
 use crate::report::BenchReport;
 
+/// How long a failed ssh waits for a Ctrl-C flag that may be on its way
+/// ([`ssh::interrupted_within`]).
+const INTERRUPT_GRACE: Duration = Duration::from_millis(500);
+
 pub const DEVICE_GROUP_SCHEMA: &str = "edgebench/device-group/v1";
 pub const DEVICE_REPORT_SCHEMA: &str = "edgebench/device-report/v1";
 
@@ -265,7 +269,10 @@ impl Remote<'_> {
         if finished.success() {
             return Ok(finished);
         }
-        if !ignore_interrupt && ssh::interrupted() {
+        if !ignore_interrupt
+            && (ssh::interrupted()
+                || (finished.ssh_failed_or_killed() && ssh::interrupted_within(INTERRUPT_GRACE)))
+        {
             return Err(DeviceError::Interrupted);
         }
         if finished.ssh_failed() {

@@ -35,6 +35,23 @@ pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
+/// Whether the Ctrl-C flag is set now or becomes set within `grace`. A terminal's Ctrl-C
+/// reaches the ssh client too (the whole foreground process group), and the client can
+/// exit before the handler thread has set the flag: a failed ssh waits this long for it
+/// before calling the failure a lost connection.
+pub fn interrupted_within(grace: Duration) -> bool {
+    let deadline = Instant::now() + grace;
+    loop {
+        if interrupted() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Quotes one word for the remote POSIX shell (`sh -c` run by sshd), so that a
 /// path or model name is passed as data and never interpreted.
 pub fn quote(word: &str) -> Result<String, DeviceError> {
@@ -172,6 +189,11 @@ impl Finished {
     /// ssh itself failed (connection, authentication, host key): it exits 255.
     pub fn ssh_failed(&self) -> bool {
         self.status.code() == Some(255)
+    }
+
+    /// The ssh client failed or was killed by a signal: what a Ctrl-C does to it.
+    pub fn ssh_failed_or_killed(&self) -> bool {
+        self.ssh_failed() || self.status.code().is_none()
     }
 
     /// The last non-empty stderr line, as the one-line cause in errors.
