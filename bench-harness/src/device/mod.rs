@@ -98,6 +98,9 @@ impl DeviceError {
             DeviceError::Usage(_) => 2,
             DeviceError::Harness(h) if h.is_bad_input() => 2,
             DeviceError::Interrupted => EXIT_INTERRUPTED,
+            // A failure that a Ctrl-C caused (the ssh client dies of it too) still
+            // reports the interrupt.
+            _ if ssh::interrupted() => EXIT_INTERRUPTED,
             DeviceError::Incomplete { cause, .. } => cause.exit_code(),
             _ => 1,
         }
