@@ -223,29 +223,20 @@ impl Depthwise3x3 {
             }
             // SAFETY: output row oy reads padded rows s*oy..s*oy+2 <= h+1; vector loads
             // read at most 18 floats past the last needed column of the last row, which
-            // SCRATCH_SLACK covers; out_plane holds oh rows of ow >= 4 floats.
-            #[cfg(target_arch = "x86_64")]
-            if split {
-                // SAFETY: as above, on split rows: output row oy reads split rows
-                // 2oy..2oy+2 <= h+1, at most ow + 1 <= half even and ow odd columns each.
-                unsafe {
-                    avx2::plane_split(
-                        padded.as_ptr(),
-                        wp,
-                        &params,
-                        out_plane.as_mut_ptr(),
-                        (oh, ow),
-                    )
-                };
-                continue;
-            }
+            // SCRATCH_SLACK covers (split rows: at most ow + 1 <= half even and ow odd
+            // columns each); out_plane holds oh rows of ow >= 4 floats.
             #[cfg(target_arch = "x86_64")]
             if vector && imp.avx2() {
+                let rows = match (s, split) {
+                    (1, _) => avx2::Rows::Stride1,
+                    (_, false) => avx2::Rows::Stride2,
+                    (_, true) => avx2::Rows::Stride2Split,
+                };
                 unsafe {
                     avx2::plane(
                         padded.as_ptr(),
                         wp,
-                        s,
+                        rows,
                         &params,
                         out_plane.as_mut_ptr(),
                         (oh, ow),
@@ -669,48 +660,75 @@ pub(super) mod avx2 {
         _mm_shuffle_ps(_mm_loadu_ps(p), _mm_loadu_ps(p.add(4)), 0xDD)
     }
 
+    /// How [`plane`] finds the taps of an output row in the scratch plane.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    pub enum Rows {
+        /// Padded rows, stride 1: three shifted loads per kernel row.
+        Stride1,
+        /// Padded rows, stride 2: even and odd columns shuffled out of two loads each.
+        Stride2,
+        /// Rows split into their even columns, then from `half = (wp + 1) / 2` their odd
+        /// ones (`conv3x3s2::avx2::copy_into_split`), stride 2: three plain loads per
+        /// kernel row, even columns from `x` and `x + 1` and odd ones from `x`.
+        Stride2Split,
+    }
+
     /// All `oh` output rows of one plane: 8-wide vectors, or 4-wide ones when the rows are
     /// narrower than 8 (FD-MobileNet's 7x7 maps); each row's last vector overlaps the one
     /// before instead of a scalar tail. The weights are broadcast once per plane.
     ///
     /// # Safety
     /// AVX2 and FMA available; `padded` holds the zero-bordered plane (rows `wp` apart,
-    /// output row `oy` reading rows `stride * oy` to `stride * oy + 2`) plus 18 readable
-    /// floats after the last needed column of the last row; `out` writable for `oh * ow`
+    /// output row `oy` reading rows `stride * oy` to `stride * oy + 2`, split as `rows`
+    /// says) plus 18 readable floats after the last needed column of the last row; split
+    /// rows with `ow + 1 <= half` and `half + ow <= wp`; `out` writable for `oh * ow`
     /// floats; `ow >= 4`.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn plane(
         padded: *const f32,
         wp: usize,
-        stride: usize,
+        rows: Rows,
         params: &[f32; 12],
         out: *mut f32,
         (oh, ow): (usize, usize),
     ) {
         debug_assert!(ow >= 4);
+        let stride = if rows == Rows::Stride1 { 1 } else { 2 };
+        let half = wp.div_ceil(2);
         if ow >= 8 {
             let k: [__m256; 9] = std::array::from_fn(|i| _mm256_set1_ps(params[i]));
             let bias = _mm256_set1_ps(params[9]);
             let floor = _mm256_set1_ps(params[10]);
             for oy in 0..oh {
-                let rows = padded.add(oy * stride * wp);
+                let first = padded.add(oy * stride * wp);
                 let mut x = 0;
                 while x < ow {
                     let x0 = x.min(ow - 8);
                     let mut acc0 = bias;
                     let mut acc1 = _mm256_setzero_ps();
                     for ky in 0..3 {
-                        let row = rows.add(ky * wp);
-                        let (v0, v1, v2) = if stride == 1 {
-                            let p = row.add(x0);
-                            (
-                                _mm256_loadu_ps(p),
-                                _mm256_loadu_ps(p.add(1)),
-                                _mm256_loadu_ps(p.add(2)),
-                            )
-                        } else {
-                            let p = row.add(2 * x0);
-                            (evens(p), odds(p), evens(p.add(2)))
+                        let row = first.add(ky * wp);
+                        let (v0, v1, v2) = match rows {
+                            Rows::Stride1 => {
+                                let p = row.add(x0);
+                                (
+                                    _mm256_loadu_ps(p),
+                                    _mm256_loadu_ps(p.add(1)),
+                                    _mm256_loadu_ps(p.add(2)),
+                                )
+                            }
+                            Rows::Stride2 => {
+                                let p = row.add(2 * x0);
+                                (evens(p), odds(p), evens(p.add(2)))
+                            }
+                            Rows::Stride2Split => {
+                                let even = row.add(x0);
+                                (
+                                    _mm256_loadu_ps(even),
+                                    _mm256_loadu_ps(even.add(half)),
+                                    _mm256_loadu_ps(even.add(1)),
+                                )
+                            }
                         };
                         acc0 = _mm256_fmadd_ps(v0, k[ky * 3], acc0);
                         acc1 = _mm256_fmadd_ps(v1, k[ky * 3 + 1], acc1);
@@ -727,93 +745,37 @@ pub(super) mod avx2 {
         let bias = _mm_set1_ps(params[9]);
         let floor = _mm_set1_ps(params[10]);
         for oy in 0..oh {
-            let rows = padded.add(oy * stride * wp);
+            let first = padded.add(oy * stride * wp);
             for x0 in [0, ow - 4] {
                 let mut acc0 = bias;
                 let mut acc1 = _mm_setzero_ps();
                 for ky in 0..3 {
-                    let row = rows.add(ky * wp);
-                    let (v0, v1, v2) = if stride == 1 {
-                        let p = row.add(x0);
-                        (
-                            _mm_loadu_ps(p),
-                            _mm_loadu_ps(p.add(1)),
-                            _mm_loadu_ps(p.add(2)),
-                        )
-                    } else {
-                        let p = row.add(2 * x0);
-                        (evens4(p), odds4(p), evens4(p.add(2)))
+                    let row = first.add(ky * wp);
+                    let (v0, v1, v2) = match rows {
+                        Rows::Stride1 => {
+                            let p = row.add(x0);
+                            (
+                                _mm_loadu_ps(p),
+                                _mm_loadu_ps(p.add(1)),
+                                _mm_loadu_ps(p.add(2)),
+                            )
+                        }
+                        Rows::Stride2 => {
+                            let p = row.add(2 * x0);
+                            (evens4(p), odds4(p), evens4(p.add(2)))
+                        }
+                        Rows::Stride2Split => {
+                            let even = row.add(x0);
+                            (
+                                _mm_loadu_ps(even),
+                                _mm_loadu_ps(even.add(half)),
+                                _mm_loadu_ps(even.add(1)),
+                            )
+                        }
                     };
                     acc0 = _mm_fmadd_ps(v0, k[ky * 3], acc0);
                     acc1 = _mm_fmadd_ps(v1, k[ky * 3 + 1], acc1);
                     acc0 = _mm_fmadd_ps(v2, k[ky * 3 + 2], acc0);
-                }
-                let acc = _mm_max_ps(_mm_add_ps(acc0, acc1), floor);
-                _mm_storeu_ps(out.add(oy * ow + x0), acc);
-            }
-        }
-    }
-
-    /// All `oh` output rows of one plane at stride 2 from split rows (see
-    /// `conv3x3s2::avx2::copy_into_split`: each padded row's even columns, then from
-    /// `half = (wp + 1) / 2` its odd ones): the taps of outputs `x..x + 8` are three plain
-    /// loads per kernel row, even columns from `x` and `x + 1` and odd ones from `x`,
-    /// where [`plane`] takes six loads and six shuffles. 4-wide vectors when the rows
-    /// are narrower than 8; each row's last vector overlaps the one before.
-    ///
-    /// # Safety
-    /// AVX2 and FMA available; `padded` holds `2 oh + 1` split rows `wp` apart (the
-    /// zero-bordered plane), with `ow + 1 <= half` and `half + ow <= wp`; `out`
-    /// writable for `oh * ow` floats; `ow >= 4`.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn plane_split(
-        padded: *const f32,
-        wp: usize,
-        params: &[f32; 12],
-        out: *mut f32,
-        (oh, ow): (usize, usize),
-    ) {
-        debug_assert!(ow >= 4);
-        let half = wp.div_ceil(2);
-        if ow >= 8 {
-            let k: [__m256; 9] = std::array::from_fn(|i| _mm256_set1_ps(params[i]));
-            let bias = _mm256_set1_ps(params[9]);
-            let floor = _mm256_set1_ps(params[10]);
-            for oy in 0..oh {
-                let rows = padded.add(2 * oy * wp);
-                let mut x = 0;
-                while x < ow {
-                    let x0 = x.min(ow - 8);
-                    let mut acc0 = bias;
-                    let mut acc1 = _mm256_setzero_ps();
-                    for ky in 0..3 {
-                        let even = rows.add(ky * wp + x0);
-                        let odd = even.add(half);
-                        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(even), k[ky * 3], acc0);
-                        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(odd), k[ky * 3 + 1], acc1);
-                        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(even.add(1)), k[ky * 3 + 2], acc0);
-                    }
-                    let acc = _mm256_max_ps(_mm256_add_ps(acc0, acc1), floor);
-                    _mm256_storeu_ps(out.add(oy * ow + x0), acc);
-                    x += 8;
-                }
-            }
-            return;
-        }
-        let k: [__m128; 9] = std::array::from_fn(|i| _mm_set1_ps(params[i]));
-        let bias = _mm_set1_ps(params[9]);
-        let floor = _mm_set1_ps(params[10]);
-        for oy in 0..oh {
-            let rows = padded.add(2 * oy * wp);
-            for x0 in [0, ow - 4] {
-                let mut acc0 = bias;
-                let mut acc1 = _mm_setzero_ps();
-                for ky in 0..3 {
-                    let even = rows.add(ky * wp + x0);
-                    let odd = even.add(half);
-                    acc0 = _mm_fmadd_ps(_mm_loadu_ps(even), k[ky * 3], acc0);
-                    acc1 = _mm_fmadd_ps(_mm_loadu_ps(odd), k[ky * 3 + 1], acc1);
-                    acc0 = _mm_fmadd_ps(_mm_loadu_ps(even.add(1)), k[ky * 3 + 2], acc0);
                 }
                 let acc = _mm_max_ps(_mm_add_ps(acc0, acc1), floor);
                 _mm_storeu_ps(out.add(oy * ow + x0), acc);
