@@ -522,97 +522,88 @@ fn scalar_tile(block: &Block, x: &[f32], pixels: usize, cols: usize, out: &mut [
     }
 }
 
+/// The x86 pixel tile, for one vector width: `H` rows by `V` vectors of `$lanes`
+/// pixels; the accumulators and the `x` vectors stay in registers, each step of `k`
+/// broadcasts the `H` weights in turn. A macro rather than a generic function over a
+/// vector trait: stable Rust cannot force `target_feature` functions inline, which would
+/// leave a call behind every multiply-add.
+#[cfg(target_arch = "x86_64")]
+macro_rules! pixel_tile {
+    ($feature:literal, $vector:ty, $lanes:literal, $load:ident, $set1:ident, $fmadd:ident,
+     $max:ident, $store:ident) => {
+        /// One tile of `H` rows by `V` vectors.
+        ///
+        /// # Safety
+        #[doc = concat!("`", $feature, "` available; `x` readable for `", stringify!($lanes),
+            " V` floats in each of `depth` rows `x_stride` floats apart, `w` for `depth * H`, ",
+            "`epilogue` for `ROWS + 1`; `out` writable for `H` rows of `", stringify!($lanes),
+            " V` floats `out_stride` apart.")]
+        #[target_feature(enable = $feature)]
+        pub unsafe fn tile<const H: usize, const V: usize>(
+            w: *const f32,
+            depth: usize,
+            epilogue: *const f32,
+            x: *const f32,
+            x_stride: usize,
+            out: *mut f32,
+            out_stride: usize,
+        ) {
+            let mut acc: [[$vector; V]; H] = std::array::from_fn(|r| [$set1(*epilogue.add(r)); V]);
+            let (mut xp, mut wp) = (x, w);
+            for _ in 0..depth {
+                let xv: [$vector; V] = std::array::from_fn(|v| $load(xp.add($lanes * v)));
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let wr = $set1(*wp.add(r));
+                    for (a, &xv) in row.iter_mut().zip(&xv) {
+                        *a = $fmadd(xv, wr, *a);
+                    }
+                }
+                xp = xp.add(x_stride);
+                wp = wp.add(H);
+            }
+            let floor = $set1(*epilogue.add(super::ROWS));
+            for (r, row) in acc.iter().enumerate() {
+                for (v, &a) in row.iter().enumerate() {
+                    $store(out.add(r * out_stride + $lanes * v), $max(a, floor));
+                }
+            }
+        }
+    };
+}
+
+/// 8-pixel vectors (12 accumulators at most, in the 16 ymm registers).
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
-    /// One tile of `H` rows by `V` vectors of 8 pixels: the accumulators (12 at most) and
-    /// the `x` vectors stay in the 16 ymm registers; each step of `k` broadcasts the `H`
-    /// weights in turn.
-    ///
-    /// # Safety
-    /// AVX2 and FMA available; `x` readable for `8 V` floats in each of `depth` rows
-    /// `x_stride` floats apart, `w` for `depth * H`, `epilogue` for `ROWS + 1`; `out`
-    /// writable for `H` rows of `8 V` floats `out_stride` apart.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn tile<const H: usize, const V: usize>(
-        w: *const f32,
-        depth: usize,
-        epilogue: *const f32,
-        x: *const f32,
-        x_stride: usize,
-        out: *mut f32,
-        out_stride: usize,
-    ) {
-        let mut acc = [[_mm256_setzero_ps(); V]; H];
-        for (r, row) in acc.iter_mut().enumerate() {
-            *row = [_mm256_set1_ps(*epilogue.add(r)); V];
-        }
-        let (mut xp, mut wp) = (x, w);
-        for _ in 0..depth {
-            let xv: [__m256; V] = std::array::from_fn(|v| _mm256_loadu_ps(xp.add(8 * v)));
-            for (r, row) in acc.iter_mut().enumerate() {
-                let wr = _mm256_set1_ps(*wp.add(r));
-                for (a, &xv) in row.iter_mut().zip(&xv) {
-                    *a = _mm256_fmadd_ps(xv, wr, *a);
-                }
-            }
-            xp = xp.add(x_stride);
-            wp = wp.add(H);
-        }
-        let floor = _mm256_set1_ps(*epilogue.add(super::ROWS));
-        for (r, row) in acc.iter().enumerate() {
-            for (v, &a) in row.iter().enumerate() {
-                _mm256_storeu_ps(out.add(r * out_stride + 8 * v), _mm256_max_ps(a, floor));
-            }
-        }
-    }
+    pixel_tile!(
+        "avx2,fma",
+        __m256,
+        8,
+        _mm256_loadu_ps,
+        _mm256_set1_ps,
+        _mm256_fmadd_ps,
+        _mm256_max_ps,
+        _mm256_storeu_ps
+    );
 }
 
-/// The AVX2 tile with 16-lane vectors (same signature): on Zen 4, whose AVX-512
-/// multiply-adds take two cycles on each of two 256-bit pipes, the same work in half the
-/// loads, broadcasts and instructions.
+/// 16-pixel vectors: on Zen 4, whose AVX-512 multiply-adds take two cycles on each of
+/// two 256-bit pipes, the same work in half the loads, broadcasts and instructions.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
 
-    /// One tile of `H` rows by `V` vectors of 16 pixels.
-    ///
-    /// # Safety
-    /// AVX-512F available; `x` readable for `16 V` floats in each of `depth` rows
-    /// `x_stride` floats apart, `w` for `depth * H`, `epilogue` for `ROWS + 1`; `out`
-    /// writable for `H` rows of `16 V` floats `out_stride` apart.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn tile<const H: usize, const V: usize>(
-        w: *const f32,
-        depth: usize,
-        epilogue: *const f32,
-        x: *const f32,
-        x_stride: usize,
-        out: *mut f32,
-        out_stride: usize,
-    ) {
-        let mut acc: [[__m512; V]; H] =
-            std::array::from_fn(|r| [_mm512_set1_ps(*epilogue.add(r)); V]);
-        let (mut xp, mut wp) = (x, w);
-        for _ in 0..depth {
-            let xv: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(xp.add(16 * v)));
-            for (r, row) in acc.iter_mut().enumerate() {
-                let wr = _mm512_set1_ps(*wp.add(r));
-                for (a, &xv) in row.iter_mut().zip(&xv) {
-                    *a = _mm512_fmadd_ps(xv, wr, *a);
-                }
-            }
-            xp = xp.add(x_stride);
-            wp = wp.add(H);
-        }
-        let floor = _mm512_set1_ps(*epilogue.add(super::ROWS));
-        for (r, row) in acc.iter().enumerate() {
-            for (v, &a) in row.iter().enumerate() {
-                _mm512_storeu_ps(out.add(r * out_stride + 16 * v), _mm512_max_ps(a, floor));
-            }
-        }
-    }
+    pixel_tile!(
+        "avx512f",
+        __m512,
+        16,
+        _mm512_loadu_ps,
+        _mm512_set1_ps,
+        _mm512_fmadd_ps,
+        _mm512_max_ps,
+        _mm512_storeu_ps
+    );
 }
 
 #[cfg(target_arch = "arm")]
