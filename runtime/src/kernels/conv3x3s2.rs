@@ -593,7 +593,7 @@ pub(super) mod avx2 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::super::window3x3_avx512::lanes_inside;
+    use super::super::window3x3_avx512::Stride2Columns;
     use super::BLOCK;
     use std::arch::x86_64::*;
 
@@ -661,50 +661,17 @@ mod avx512 {
         out_stride: usize,
     ) {
         let mut acc = initial::<R, V>(epilogue);
-        let first = 2 * ox as isize - 1;
-        let column = |j: usize| first + 16 * j as isize;
-        let masks: [__mmask16; 5] = std::array::from_fn(|j| {
-            if j <= 2 * V {
-                lanes_inside(column(j), w)
-            } else {
-                0
-            }
-        });
-        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-        let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        let columns = Stride2Columns::<V>::new(ox, w);
         for c in 0..in_channels {
             for ky in 0..3 {
                 let iy = (2 * oy + ky) as isize - 1;
                 if iy < 0 || iy >= h as isize {
                     continue;
                 }
-                let row = input.add((c * h + iy as usize) * w);
-                // Masked-off lanes are not read, so the addresses may lie outside the row.
-                let raw: [__m512; 5] = std::array::from_fn(|j| {
-                    if j <= 2 * V {
-                        _mm512_maskz_loadu_ps(masks[j], row.wrapping_offset(column(j)))
-                    } else {
-                        _mm512_setzero_ps()
-                    }
-                });
-                let left: [__m512; V] = std::array::from_fn(|v| {
-                    _mm512_permutex2var_ps(raw[2 * v], even, raw[2 * v + 1])
-                });
-                let centre: [__m512; V] = std::array::from_fn(|v| {
-                    _mm512_permutex2var_ps(raw[2 * v], odd, raw[2 * v + 1])
-                });
-                let right: [__m512; V] = std::array::from_fn(|v| {
-                    // Lane 0 of the next vector of `2x - 1` columns is this one's last `2x + 1`.
-                    let next = if v + 1 < V { left[v + 1] } else { raw[2 * V] };
-                    _mm512_castsi512_ps(_mm512_alignr_epi32(
-                        _mm512_castps_si512(next),
-                        _mm512_castps_si512(left[v]),
-                        1,
-                    ))
-                });
+                let taps = columns.taps(input.add((c * h + iy as usize) * w));
                 accumulate(
                     &mut acc,
-                    &[left, centre, right],
+                    &taps,
                     weights.add((c * 3 + ky) * 3 * BLOCK),
                     in_channels,
                 );

@@ -230,41 +230,63 @@ pub unsafe fn depthwise_plane_pair(
 }
 
 /// The `kx` = 0, 1, 2 taps (columns `2x - 1`, `2x`, `2x + 1`) of `16 V` stride-2
-/// outputs from output column `x0`, of one input row `w` wide: `2 V + 1` masked loads
-/// from column `2 x0 - 1` (zeros outside the row), two-register permutes into the
-/// odd and even columns, and the odd ones shifted by one lane (`valignd`) for `kx = 2`.
-///
-/// # Safety
-/// AVX-512F available; `row` readable for `w` floats.
-#[inline]
-#[target_feature(enable = "avx512f")]
-unsafe fn stride2_taps<const V: usize>(row: *const f32, w: usize, x0: usize) -> [[__m512; V]; 3] {
-    let first = 2 * x0 as isize - 1;
-    let column = |j: usize| first + (LANES * j) as isize;
-    let raw: [__m512; 5] = std::array::from_fn(|j| {
-        if j <= 2 * V {
-            // Masked-off lanes are not read, so the address may lie outside the row.
-            _mm512_maskz_loadu_ps(lanes_inside(column(j), w), row.wrapping_offset(column(j)))
-        } else {
-            _mm512_setzero_ps()
-        }
-    });
-    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    let left: [__m512; V] =
-        std::array::from_fn(|v| _mm512_permutex2var_ps(raw[2 * v], even, raw[2 * v + 1]));
-    let centre: [__m512; V] =
-        std::array::from_fn(|v| _mm512_permutex2var_ps(raw[2 * v], odd, raw[2 * v + 1]));
-    let right: [__m512; V] = std::array::from_fn(|v| {
-        // Lane 0 of the next vector of `2x - 1` columns is this one's last `2x + 1`.
-        let next = if v + 1 < V { left[v + 1] } else { raw[2 * V] };
-        _mm512_castsi512_ps(_mm512_alignr_epi32(
-            _mm512_castps_si512(next),
-            _mm512_castps_si512(left[v]),
-            1,
-        ))
-    });
-    [left, centre, right]
+/// outputs from output column `x0`, in rows `w` wide: `2 V + 1` masked loads from column
+/// `2 x0 - 1` (zeros outside the row, the padding), two-register permutes into the odd
+/// and even columns, and the odd ones shifted by one lane (`valignd`) for `kx = 2`.
+/// Shared by the depthwise convolution and the first convolution (`conv3x3s2`); the
+/// masks are worked out once per column block.
+#[derive(Clone, Copy)]
+pub(super) struct Stride2Columns<const V: usize> {
+    first: isize,
+    masks: [__mmask16; 5],
+}
+
+impl<const V: usize> Stride2Columns<V> {
+    pub(super) fn new(x0: usize, w: usize) -> Self {
+        let first = 2 * x0 as isize - 1;
+        let masks = std::array::from_fn(|j| {
+            if j <= 2 * V {
+                lanes_inside(first + (LANES * j) as isize, w)
+            } else {
+                0
+            }
+        });
+        Stride2Columns { first, masks }
+    }
+
+    /// The taps of one row.
+    ///
+    /// # Safety
+    /// AVX-512F available; `row` a row of `w` readable floats, `w` as given to `new`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn taps(&self, row: *const f32) -> [[__m512; V]; 3] {
+        let raw: [__m512; 5] = std::array::from_fn(|j| {
+            if j <= 2 * V {
+                // Masked-off lanes are not read, so the address may lie outside the row.
+                let at = row.wrapping_offset(self.first + (LANES * j) as isize);
+                _mm512_maskz_loadu_ps(self.masks[j], at)
+            } else {
+                _mm512_setzero_ps()
+            }
+        });
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        let left: [__m512; V] =
+            std::array::from_fn(|v| _mm512_permutex2var_ps(raw[2 * v], even, raw[2 * v + 1]));
+        let centre: [__m512; V] =
+            std::array::from_fn(|v| _mm512_permutex2var_ps(raw[2 * v], odd, raw[2 * v + 1]));
+        let right: [__m512; V] = std::array::from_fn(|v| {
+            // Lane 0 of the next vector of `2x - 1` columns is this one's last `2x + 1`.
+            let next = if v + 1 < V { left[v + 1] } else { raw[2 * V] };
+            _mm512_castsi512_ps(_mm512_alignr_epi32(
+                _mm512_castps_si512(next),
+                _mm512_castps_si512(left[v]),
+                1,
+            ))
+        });
+        [left, centre, right]
+    }
 }
 
 /// Stride-2 depthwise rows of `16 V` outputs from column `x0`: each output row's sum
@@ -287,18 +309,19 @@ unsafe fn stride2_columns<const V: usize>(
 ) {
     let masks: [__mmask16; V] =
         std::array::from_fn(|v| lanes_inside((x0 + LANES * v) as isize, ow));
+    let columns = Stride2Columns::<V>::new(x0, w);
     // The top padding: kernel row 0 of output row 0 adds nothing.
     let mut carried = [bias; V];
     for oy in 0..oh {
         let mut acc = carried;
-        let [l, c, r] = stride2_taps::<V>(input.add(2 * oy * w), w, x0);
+        let [l, c, r] = columns.taps(input.add(2 * oy * w));
         for v in 0..V {
             acc[v] = _mm512_fmadd_ps(l[v], k[3], acc[v]);
             acc[v] = _mm512_fmadd_ps(c[v], k[4], acc[v]);
             acc[v] = _mm512_fmadd_ps(r[v], k[5], acc[v]);
         }
         if 2 * oy + 1 < h {
-            let [l, c, r] = stride2_taps::<V>(input.add((2 * oy + 1) * w), w, x0);
+            let [l, c, r] = columns.taps(input.add((2 * oy + 1) * w));
             for v in 0..V {
                 acc[v] = _mm512_fmadd_ps(l[v], k[6], acc[v]);
                 acc[v] = _mm512_fmadd_ps(c[v], k[7], acc[v]);
