@@ -203,21 +203,21 @@ pub unsafe fn depthwise_plane_pair(
     };
     let k: [__m512; 9] = std::array::from_fn(pair);
     let (bias, floor) = (pair(9), pair(10));
-    // Tap kx of output column x reads column x + kx - 1: lanes 0-7 from plane a's row,
-    // lanes 8-15 from plane b's, 8 floats further back.
-    let masks: [[__mmask16; 2]; 3] = std::array::from_fn(|kx| {
-        let column = kx as isize - 1;
-        [
-            lanes_inside(column, w) & !HIGH,
-            lanes_inside(column - 8, w) & HIGH,
-        ]
-    });
+    // Each input row is loaded once per plane, plane a into lanes 0-7 and plane b into
+    // lanes 8-15 (zeros past column w - 1); the left and right taps are that vector
+    // shifted by one lane within each half, with zeros shifted in (the padding).
+    let row_mask = [lanes_inside(0, w) & !HIGH, lanes_inside(-8, w) & HIGH];
+    let shift_left = _mm512_setr_epi32(0, 0, 1, 2, 3, 4, 5, 6, 0, 8, 9, 10, 11, 12, 13, 14);
+    let shift_right = _mm512_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0, 9, 10, 11, 12, 13, 14, 15, 0);
     let taps = |iy: usize| -> [__m512; 3] {
-        std::array::from_fn(|kx| {
-            let offset = (iy * w) as isize + kx as isize - 1;
-            let a = _mm512_maskz_loadu_ps(masks[kx][0], input[0].wrapping_offset(offset));
-            _mm512_mask_loadu_ps(a, masks[kx][1], input[1].wrapping_offset(offset - 8))
-        })
+        let offset = (iy * w) as isize;
+        let a = _mm512_maskz_loadu_ps(row_mask[0], input[0].wrapping_offset(offset));
+        let centre = _mm512_mask_loadu_ps(a, row_mask[1], input[1].wrapping_offset(offset - 8));
+        [
+            _mm512_maskz_permutexvar_ps(0xfefe, shift_left, centre),
+            centre,
+            _mm512_maskz_permutexvar_ps(0x7f7f, shift_right, centre),
+        ]
     };
     let store_masks = [lanes_inside(0, w) & !HIGH, lanes_inside(-8, w) & HIGH];
     let store = |y: usize, acc: __m512| {
