@@ -107,8 +107,8 @@ impl Depthwise3x3 {
                 params[10] = floor;
                 params
             };
-            // Narrow maps at stride 1 (7x7): two planes per vector.
-            let paired = if s == 1 && w <= 8 {
+            // Outputs at most 8 wide (7x7 maps, from 7x7 or 14x14): two planes per vector.
+            let paired = if w <= 8 * s {
                 images * self.channels / 2
             } else {
                 0
@@ -121,16 +121,20 @@ impl Depthwise3x3 {
                 .enumerate()
             {
                 let (a, b) = (params(2 * pair), params(2 * pair + 1));
-                let (out_a, out_b) = out.split_at_mut(h * w);
-                // SAFETY: AVX-512F is available (imp); w <= 8; at stride 1 each of the two
-                // input and output planes holds h * w floats.
+                let (out_a, out_b) = out.split_at_mut(oh * ow);
+                // SAFETY: AVX-512F is available (imp); w <= 8 s; each of the two input
+                // planes holds h * w floats, each output plane oh * ow, (oh, ow) being
+                // this geometry's output size.
+                let (input, out) = (
+                    [x.as_ptr(), x[h * w..].as_ptr()],
+                    [out_a.as_mut_ptr(), out_b.as_mut_ptr()],
+                );
                 unsafe {
-                    avx512::depthwise_plane_pair(
-                        [x.as_ptr(), x[h * w..].as_ptr()],
-                        (h, w),
-                        [&a, &b],
-                        [out_a.as_mut_ptr(), out_b.as_mut_ptr()],
-                    )
+                    if s == 1 {
+                        avx512::depthwise_plane_pair::<1>(input, (h, w), [&a, &b], out, (oh, ow))
+                    } else {
+                        avx512::depthwise_plane_pair::<2>(input, (h, w), [&a, &b], out, (oh, ow))
+                    }
                 };
             }
             for (plane, (in_plane, out_plane)) in in_rest
@@ -908,17 +912,20 @@ mod tests {
             },
             2,
         );
-        // AVX-512 pairs narrow planes: an odd channel count puts pairs across images.
-        check(
-            Depthwise3x3 {
-                channels: 5,
-                height: 7,
-                width: 7,
-                stride: 1,
-                relu: true,
-            },
-            3,
-        );
+        // AVX-512 pairs planes with outputs at most 8 wide: an odd channel count puts
+        // pairs across images.
+        for (side, stride) in [(7, 1), (14, 2), (15, 2)] {
+            check(
+                Depthwise3x3 {
+                    channels: 5,
+                    height: side,
+                    width: side,
+                    stride,
+                    relu: true,
+                },
+                3,
+            );
+        }
     }
 
     #[test]

@@ -177,22 +177,27 @@ unsafe fn stride1_rows(
     store(h - 1, above);
 }
 
-/// Two planes of at most 8 columns side by side in one vector, at stride 1: plane `a`
-/// in lanes 0-7 and plane `b` in lanes 8-15, each with its own weights (`params` as
-/// for [`depthwise_plane`]). A 7x7 plane alone fills 7 of 16 lanes; paired, every
-/// multiply-add serves two planes.
+/// Two planes of at most 8 output columns side by side in one vector: plane `a` in
+/// lanes 0-7 and plane `b` in lanes 8-15, each with its own weights (`params` as for
+/// [`depthwise_plane`]). A 7x7 output plane alone fills 7 of 16 lanes; paired, every
+/// multiply-add serves two planes. Each input row is loaded once per plane and its taps
+/// are made in registers: at stride 1 (`w <= 8`) the row itself and the row shifted by
+/// one lane either way within each half, zeros shifted in (the padding); at stride 2
+/// (`w <= 16`) the even columns, the odd ones, and the odd ones one lane later.
 ///
 /// # Safety
-/// AVX-512F available; `w <= 8`; both inputs readable for `h * w` floats, both outputs
-/// writable for `h * w`.
+/// AVX-512F available; `w <= 8 * STRIDE`, `STRIDE` 1 or 2; both inputs readable for
+/// `h * w` floats, both outputs writable for `oh * ow`, where `(oh, ow)` is the
+/// padding-1 output size of `(h, w)` at `STRIDE`.
 #[target_feature(enable = "avx512f")]
-pub unsafe fn depthwise_plane_pair(
+pub unsafe fn depthwise_plane_pair<const STRIDE: usize>(
     input: [*const f32; 2],
     (h, w): (usize, usize),
     params: [&[f32; 12]; 2],
     out: [*mut f32; 2],
+    (oh, ow): (usize, usize),
 ) {
-    debug_assert!(w <= 8);
+    debug_assert!(w <= 8 * STRIDE && ow <= 8);
     const HIGH: __mmask16 = 0xff00;
     let pair = |i: usize| {
         _mm512_mask_blend_ps(
@@ -203,30 +208,46 @@ pub unsafe fn depthwise_plane_pair(
     };
     let k: [__m512; 9] = std::array::from_fn(pair);
     let (bias, floor) = (pair(9), pair(10));
-    // Each input row is loaded once per plane, plane a into lanes 0-7 and plane b into
-    // lanes 8-15 (zeros past column w - 1); the left and right taps are that vector
-    // shifted by one lane within each half, with zeros shifted in (the padding).
-    let row_mask = [lanes_inside(0, w) & !HIGH, lanes_inside(-8, w) & HIGH];
-    let shift_left = _mm512_setr_epi32(0, 0, 1, 2, 3, 4, 5, 6, 0, 8, 9, 10, 11, 12, 13, 14);
-    let shift_right = _mm512_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0, 9, 10, 11, 12, 13, 14, 15, 0);
-    let taps = |iy: usize| -> [__m512; 3] {
-        let offset = (iy * w) as isize;
-        let a = _mm512_maskz_loadu_ps(row_mask[0], input[0].wrapping_offset(offset));
-        let centre = _mm512_mask_loadu_ps(a, row_mask[1], input[1].wrapping_offset(offset - 8));
-        [
-            _mm512_maskz_permutexvar_ps(0xfefe, shift_left, centre),
-            centre,
-            _mm512_maskz_permutexvar_ps(0x7f7f, shift_right, centre),
-        ]
-    };
-    let store_masks = [lanes_inside(0, w) & !HIGH, lanes_inside(-8, w) & HIGH];
+    let store_masks = [lanes_inside(0, ow) & !HIGH, lanes_inside(-8, ow) & HIGH];
     let store = |y: usize, acc: __m512| {
         let v = _mm512_max_ps(acc, floor);
-        let at = (y * w) as isize;
+        let at = (y * ow) as isize;
         _mm512_mask_storeu_ps(out[0].offset(at), store_masks[0], v);
         _mm512_mask_storeu_ps(out[1].wrapping_offset(at - 8), store_masks[1], v);
     };
-    stride1_rows(h, &k, bias, taps, store);
+    if STRIDE == 1 {
+        let row_mask = [lanes_inside(0, w) & !HIGH, lanes_inside(-8, w) & HIGH];
+        let shift_left = _mm512_setr_epi32(0, 0, 1, 2, 3, 4, 5, 6, 0, 8, 9, 10, 11, 12, 13, 14);
+        let shift_right = _mm512_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0, 9, 10, 11, 12, 13, 14, 15, 0);
+        let taps = |iy: usize| -> [__m512; 3] {
+            let offset = (iy * w) as isize;
+            let a = _mm512_maskz_loadu_ps(row_mask[0], input[0].wrapping_offset(offset));
+            let row = _mm512_mask_loadu_ps(a, row_mask[1], input[1].wrapping_offset(offset - 8));
+            [
+                _mm512_maskz_permutexvar_ps(0xfefe, shift_left, row),
+                row,
+                _mm512_maskz_permutexvar_ps(0x7f7f, shift_right, row),
+            ]
+        };
+        stride1_rows(h, &k, bias, taps, store);
+    } else {
+        let row_mask = lanes_inside(0, w);
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        let odd_before =
+            _mm512_setr_epi32(0, 1, 3, 5, 7, 9, 11, 13, 16, 17, 19, 21, 23, 25, 27, 29);
+        let taps = |iy: usize| -> [[__m512; 1]; 3] {
+            let offset = iy * w;
+            let a = _mm512_maskz_loadu_ps(row_mask, input[0].add(offset));
+            let b = _mm512_maskz_loadu_ps(row_mask, input[1].add(offset));
+            [
+                [_mm512_maskz_permutex2var_ps(0xfefe, a, odd_before, b)],
+                [_mm512_permutex2var_ps(a, even, b)],
+                [_mm512_permutex2var_ps(a, odd, b)],
+            ]
+        };
+        stride2_rows::<1>(h, oh, &k, bias, taps, |y, [acc]| store(y, acc));
+    }
 }
 
 /// The `kx` = 0, 1, 2 taps (columns `2x - 1`, `2x`, `2x + 1`) of `16 V` stride-2
@@ -289,9 +310,7 @@ impl<const V: usize> Stride2Columns<V> {
     }
 }
 
-/// Stride-2 depthwise rows of `16 V` outputs from column `x0`: each output row's sum
-/// starts from the bias and the products of its kernel row 0, taken from the previous
-/// input row while it was loaded, and goes on in one chain of multiply-adds.
+/// Stride-2 depthwise rows of `16 V` outputs from column `x0` ([`stride2_rows`]).
 ///
 /// # Safety
 /// As [`depthwise_plane`] at stride 2; `x0 < ow`.
@@ -310,18 +329,44 @@ unsafe fn stride2_columns<const V: usize>(
     let masks: [__mmask16; V] =
         std::array::from_fn(|v| lanes_inside((x0 + LANES * v) as isize, ow));
     let columns = Stride2Columns::<V>::new(x0, w);
+    let store = |oy: usize, acc: [__m512; V]| {
+        for v in 0..V {
+            let at = out.add(oy * ow + x0 + LANES * v);
+            _mm512_mask_storeu_ps(at, masks[v], _mm512_max_ps(acc[v], floor));
+        }
+    };
+    stride2_rows::<V>(h, oh, k, bias, |iy| columns.taps(input.add(iy * w)), store);
+}
+
+/// The `oh` rows of `V` vectors of stride-2 outputs from the taps of input rows `0..h`:
+/// each output row's sum starts from the bias and the products of its kernel row 0,
+/// taken from the previous input row while it was loaded, and goes on in one chain of
+/// multiply-adds.
+///
+/// # Safety
+/// AVX-512F available; `taps` safe to call for rows `0..h`, `store` for `0..oh`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn stride2_rows<const V: usize>(
+    h: usize,
+    oh: usize,
+    k: &[__m512; 9],
+    bias: __m512,
+    mut taps: impl FnMut(usize) -> [[__m512; V]; 3],
+    mut store: impl FnMut(usize, [__m512; V]),
+) {
     // The top padding: kernel row 0 of output row 0 adds nothing.
     let mut carried = [bias; V];
     for oy in 0..oh {
         let mut acc = carried;
-        let [l, c, r] = columns.taps(input.add(2 * oy * w));
+        let [l, c, r] = taps(2 * oy);
         for v in 0..V {
             acc[v] = _mm512_fmadd_ps(l[v], k[3], acc[v]);
             acc[v] = _mm512_fmadd_ps(c[v], k[4], acc[v]);
             acc[v] = _mm512_fmadd_ps(r[v], k[5], acc[v]);
         }
         if 2 * oy + 1 < h {
-            let [l, c, r] = columns.taps(input.add((2 * oy + 1) * w));
+            let [l, c, r] = taps(2 * oy + 1);
             for v in 0..V {
                 acc[v] = _mm512_fmadd_ps(l[v], k[6], acc[v]);
                 acc[v] = _mm512_fmadd_ps(c[v], k[7], acc[v]);
@@ -331,10 +376,7 @@ unsafe fn stride2_columns<const V: usize>(
                 carried[v] = _mm512_fmadd_ps(r[v], k[2], next);
             }
         }
-        for v in 0..V {
-            let at = out.add(oy * ow + x0 + LANES * v);
-            _mm512_mask_storeu_ps(at, masks[v], _mm512_max_ps(acc[v], floor));
-        }
+        store(oy, acc);
     }
 }
 
