@@ -29,8 +29,9 @@ pub struct Depthwise3x3 {
     pub relu: bool,
 }
 
-/// Outputs per vector of a path: 4 on NEON; on AVX2 8-wide vectors, or 4-wide SSE ones
-/// on rows narrower than 8.
+/// The narrowest output rows a path's scratch-plane loop takes: 4 on NEON (one vector,
+/// the last overlapping); AVX2 gets there only with rows over 8 ([`avx2::narrow_plane`]
+/// takes the others) and AVX-512 never.
 fn lanes(isa: Isa) -> usize {
     match isa {
         Isa::Scalar => 1,
@@ -150,6 +151,40 @@ impl Depthwise3x3 {
                         in_plane.as_ptr(),
                         (h, w),
                         s,
+                        &params,
+                        out_plane.as_mut_ptr(),
+                        (oh, ow),
+                    )
+                };
+            }
+            return;
+        }
+        // AVX2, outputs at most 8 wide (7x7 maps): one vector per row straight from the
+        // unpadded plane; the scratch copy (a `memcpy` per 7-float row) cost more than the
+        // arithmetic there.
+        #[cfg(target_arch = "x86_64")]
+        if imp.avx2() && w <= 8 * s {
+            let narrow = if s == 1 {
+                avx2::narrow_plane::<1>
+            } else {
+                avx2::narrow_plane::<2>
+            };
+            for (plane, (in_plane, out_plane)) in input
+                .chunks_exact(h * w)
+                .zip(output.chunks_exact_mut(oh * ow))
+                .enumerate()
+            {
+                let c = plane % self.channels;
+                let mut params = [0f32; 12];
+                params[..9].copy_from_slice(&weights[c * 9..c * 9 + 9]);
+                params[9] = bias[c];
+                params[10] = floor;
+                // SAFETY: AVX2 and FMA are available (imp); w <= 8 s; the planes hold
+                // h * w and oh * ow floats, (oh, ow) being this geometry's output size.
+                unsafe {
+                    narrow(
+                        in_plane.as_ptr(),
+                        (h, w),
                         &params,
                         out_plane.as_mut_ptr(),
                         (oh, ow),
@@ -650,18 +685,105 @@ pub(super) mod avx2 {
         _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(mixed), 0xD8))
     }
 
-    /// Even-indexed floats `p[0], p[2], p[4], p[6]`.
+    /// Lanes `i` whose column `start + i` lies in `0..width`, as a `maskload` mask.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn evens4(p: *const f32) -> __m128 {
-        _mm_shuffle_ps(_mm_loadu_ps(p), _mm_loadu_ps(p.add(4)), 0x88)
+    unsafe fn lanes_inside(start: isize, width: usize) -> __m256i {
+        let column = _mm256_add_epi32(
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+            _mm256_set1_epi32(start as i32),
+        );
+        let below_width = _mm256_cmpgt_epi32(_mm256_set1_epi32(width as i32), column);
+        let negative = _mm256_cmpgt_epi32(_mm256_setzero_si256(), column);
+        _mm256_andnot_si256(negative, below_width)
     }
 
-    /// Odd-indexed floats `p[1], p[3], p[5], p[7]`.
-    #[inline]
+    /// One plane whose output rows are at most 8 wide (`w <= 8 STRIDE`), read in place
+    /// with masked loads (zeros outside the row: the padding), one vector per row. Each
+    /// input row is loaded once and its products go to the output rows it touches. Rows
+    /// are stored whole, their extra lanes landing on the next rows' first outputs, which
+    /// those rows rewrite; rows whose vector would reach past the plane are stored under
+    /// a mask.
+    ///
+    /// # Safety
+    /// AVX2 and FMA available; `w <= 8 STRIDE`, `STRIDE` 1 or 2; `input` readable for
+    /// `h * w` floats, `out` writable for `oh * ow`, where `(oh, ow)` is the padding-1
+    /// output size of `(h, w)` at `STRIDE`.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn odds4(p: *const f32) -> __m128 {
-        _mm_shuffle_ps(_mm_loadu_ps(p), _mm_loadu_ps(p.add(4)), 0xDD)
+    pub unsafe fn narrow_plane<const STRIDE: usize>(
+        input: *const f32,
+        (h, w): (usize, usize),
+        params: &[f32; 12],
+        out: *mut f32,
+        (oh, ow): (usize, usize),
+    ) {
+        debug_assert!(w <= 8 * STRIDE && ow <= 8);
+        let k: [__m256; 9] = std::array::from_fn(|i| _mm256_set1_ps(params[i]));
+        let bias = _mm256_set1_ps(params[9]);
+        let floor = _mm256_set1_ps(params[10]);
+        let store = |y: usize, acc: __m256| {
+            let v = _mm256_max_ps(acc, floor);
+            if y * ow + 8 <= oh * ow {
+                _mm256_storeu_ps(out.add(y * ow), v);
+            } else {
+                _mm256_maskstore_ps(out.add(y * ow), lanes_inside(0, ow), v);
+            }
+        };
+        // Kernel row r's products of one input row's taps.
+        let products = |t: &[__m256; 3], r: usize| {
+            let p = _mm256_mul_ps(t[0], k[3 * r]);
+            let p = _mm256_fmadd_ps(t[1], k[3 * r + 1], p);
+            _mm256_fmadd_ps(t[2], k[3 * r + 2], p)
+        };
+        if STRIDE == 1 {
+            let masks = [lanes_inside(-1, w), lanes_inside(0, w), lanes_inside(1, w)];
+            // Masked-off lanes are not read, so the addresses may lie outside the plane.
+            let taps = |iy: usize| -> [__m256; 3] {
+                let row = input.wrapping_add(iy * w);
+                std::array::from_fn(|kx| {
+                    _mm256_maskload_ps(row.wrapping_add(kx).wrapping_sub(1), masks[kx])
+                })
+            };
+            // Before input row iy: `above` is output row iy - 1 without its kernel row 2,
+            // `current` output row iy with its kernel row 0 only (and the bias).
+            let (mut above, mut current) = (bias, bias);
+            for iy in 0..h {
+                let t = taps(iy);
+                if iy > 0 {
+                    store(iy - 1, _mm256_add_ps(above, products(&t, 2)));
+                }
+                above = _mm256_add_ps(current, products(&t, 1));
+                current = _mm256_add_ps(bias, products(&t, 0));
+            }
+            store(h - 1, above);
+        } else {
+            let masks = [lanes_inside(0, w), lanes_inside(8, w)];
+            let taps = |iy: usize| -> [__m256; 3] {
+                let row = input.add(iy * w);
+                let lo = _mm256_maskload_ps(row, masks[0]);
+                let hi = _mm256_maskload_ps(row.wrapping_add(8), masks[1]);
+                let split = |mixed: __m256| {
+                    _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(mixed), 0xD8))
+                };
+                let even = split(_mm256_shuffle_ps(lo, hi, 0x88));
+                let odd = split(_mm256_shuffle_ps(lo, hi, 0xDD));
+                // Columns 2x - 1: the odd ones a lane later, the padding in lane 0.
+                let before =
+                    _mm256_permutevar8x32_ps(odd, _mm256_setr_epi32(0, 0, 1, 2, 3, 4, 5, 6));
+                [_mm256_blend_ps::<1>(before, _mm256_setzero_ps()), even, odd]
+            };
+            // Output row oy: input rows 2 oy - 1 (carried), 2 oy and 2 oy + 1.
+            let mut carried = bias;
+            for oy in 0..oh {
+                let mut acc = _mm256_add_ps(carried, products(&taps(2 * oy), 1));
+                if 2 * oy + 1 < h {
+                    let t = taps(2 * oy + 1);
+                    acc = _mm256_add_ps(acc, products(&t, 2));
+                    carried = _mm256_add_ps(bias, products(&t, 0));
+                }
+                store(oy, acc);
+            }
+        }
     }
 
     /// How [`plane`] finds the taps of an output row in the scratch plane.
@@ -677,8 +799,8 @@ pub(super) mod avx2 {
         Stride2Split,
     }
 
-    /// All `oh` output rows of one plane: 8-wide vectors, or 4-wide ones when the rows are
-    /// narrower than 8 (FD-MobileNet's 7x7 maps); each row's last vector overlaps the one
+    /// All `oh` output rows of one plane from the scratch copy, rows over 8 wide (narrower
+    /// ones take [`narrow_plane`]): 8-wide vectors, each row's last one overlapping the one
     /// before instead of a scalar tail. The weights are broadcast once per plane.
     ///
     /// # Safety
@@ -686,7 +808,7 @@ pub(super) mod avx2 {
     /// output row `oy` reading rows `stride * oy` to `stride * oy + 2`, split as `rows`
     /// says) plus 18 readable floats after the last needed column of the last row; split
     /// rows with `ow + 1 <= half` and `half + ow <= wp`; `out` writable for `oh * ow`
-    /// floats; `ow >= 4`.
+    /// floats; `ow >= 8`.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn plane(
         padded: *const f32,
@@ -696,93 +818,50 @@ pub(super) mod avx2 {
         out: *mut f32,
         (oh, ow): (usize, usize),
     ) {
-        debug_assert!(ow >= 4);
+        debug_assert!(ow >= 8);
         let stride = if rows == Rows::Stride1 { 1 } else { 2 };
         let half = wp.div_ceil(2);
-        if ow >= 8 {
-            let k: [__m256; 9] = std::array::from_fn(|i| _mm256_set1_ps(params[i]));
-            let bias = _mm256_set1_ps(params[9]);
-            let floor = _mm256_set1_ps(params[10]);
-            for oy in 0..oh {
-                let first = padded.add(oy * stride * wp);
-                let mut x = 0;
-                while x < ow {
-                    let x0 = x.min(ow - 8);
-                    let mut acc0 = bias;
-                    let mut acc1 = _mm256_setzero_ps();
-                    for ky in 0..3 {
-                        let row = first.add(ky * wp);
-                        let (v0, v1, v2) = match rows {
-                            Rows::Stride1 => {
-                                let p = row.add(x0);
-                                (
-                                    _mm256_loadu_ps(p),
-                                    _mm256_loadu_ps(p.add(1)),
-                                    _mm256_loadu_ps(p.add(2)),
-                                )
-                            }
-                            Rows::Stride2 => {
-                                let p = row.add(2 * x0);
-                                (evens(p), odds(p), evens(p.add(2)))
-                            }
-                            Rows::Stride2Split => {
-                                let even = row.add(x0);
-                                (
-                                    _mm256_loadu_ps(even),
-                                    _mm256_loadu_ps(even.add(half)),
-                                    _mm256_loadu_ps(even.add(1)),
-                                )
-                            }
-                        };
-                        acc0 = _mm256_fmadd_ps(v0, k[ky * 3], acc0);
-                        acc1 = _mm256_fmadd_ps(v1, k[ky * 3 + 1], acc1);
-                        acc0 = _mm256_fmadd_ps(v2, k[ky * 3 + 2], acc0);
-                    }
-                    let acc = _mm256_max_ps(_mm256_add_ps(acc0, acc1), floor);
-                    _mm256_storeu_ps(out.add(oy * ow + x0), acc);
-                    x += 8;
-                }
-            }
-            return;
-        }
-        let k: [__m128; 9] = std::array::from_fn(|i| _mm_set1_ps(params[i]));
-        let bias = _mm_set1_ps(params[9]);
-        let floor = _mm_set1_ps(params[10]);
+        let k: [__m256; 9] = std::array::from_fn(|i| _mm256_set1_ps(params[i]));
+        let bias = _mm256_set1_ps(params[9]);
+        let floor = _mm256_set1_ps(params[10]);
         for oy in 0..oh {
             let first = padded.add(oy * stride * wp);
-            for x0 in [0, ow - 4] {
+            let mut x = 0;
+            while x < ow {
+                let x0 = x.min(ow - 8);
                 let mut acc0 = bias;
-                let mut acc1 = _mm_setzero_ps();
+                let mut acc1 = _mm256_setzero_ps();
                 for ky in 0..3 {
                     let row = first.add(ky * wp);
                     let (v0, v1, v2) = match rows {
                         Rows::Stride1 => {
                             let p = row.add(x0);
                             (
-                                _mm_loadu_ps(p),
-                                _mm_loadu_ps(p.add(1)),
-                                _mm_loadu_ps(p.add(2)),
+                                _mm256_loadu_ps(p),
+                                _mm256_loadu_ps(p.add(1)),
+                                _mm256_loadu_ps(p.add(2)),
                             )
                         }
                         Rows::Stride2 => {
                             let p = row.add(2 * x0);
-                            (evens4(p), odds4(p), evens4(p.add(2)))
+                            (evens(p), odds(p), evens(p.add(2)))
                         }
                         Rows::Stride2Split => {
                             let even = row.add(x0);
                             (
-                                _mm_loadu_ps(even),
-                                _mm_loadu_ps(even.add(half)),
-                                _mm_loadu_ps(even.add(1)),
+                                _mm256_loadu_ps(even),
+                                _mm256_loadu_ps(even.add(half)),
+                                _mm256_loadu_ps(even.add(1)),
                             )
                         }
                     };
-                    acc0 = _mm_fmadd_ps(v0, k[ky * 3], acc0);
-                    acc1 = _mm_fmadd_ps(v1, k[ky * 3 + 1], acc1);
-                    acc0 = _mm_fmadd_ps(v2, k[ky * 3 + 2], acc0);
+                    acc0 = _mm256_fmadd_ps(v0, k[ky * 3], acc0);
+                    acc1 = _mm256_fmadd_ps(v1, k[ky * 3 + 1], acc1);
+                    acc0 = _mm256_fmadd_ps(v2, k[ky * 3 + 2], acc0);
                 }
-                let acc = _mm_max_ps(_mm_add_ps(acc0, acc1), floor);
-                _mm_storeu_ps(out.add(oy * ow + x0), acc);
+                let acc = _mm256_max_ps(_mm256_add_ps(acc0, acc1), floor);
+                _mm256_storeu_ps(out.add(oy * ow + x0), acc);
+                x += 8;
             }
         }
     }
