@@ -488,8 +488,28 @@ impl PackedConv3x3s2 {
 
 #[cfg(target_arch = "x86_64")]
 pub(super) mod avx2 {
-    use crate::kernels::depthwise::avx2::{evens, odds};
     use std::arch::x86_64::*;
+
+    /// Even-indexed floats `p[0], p[2], .., p[14]`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn evens(p: *const f32) -> __m256 {
+        let lo = _mm256_loadu_ps(p);
+        let hi = _mm256_loadu_ps(p.add(8));
+        // shuffle gives [lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6]; reorder the 64-bit pairs.
+        let mixed = _mm256_shuffle_ps(lo, hi, 0x88);
+        _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(mixed), 0xD8))
+    }
+
+    /// Odd-indexed floats `p[1], p[3], .., p[15]`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn odds(p: *const f32) -> __m256 {
+        let lo = _mm256_loadu_ps(p);
+        let hi = _mm256_loadu_ps(p.add(8));
+        let mixed = _mm256_shuffle_ps(lo, hi, 0xDD);
+        _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(mixed), 0xD8))
+    }
 
     /// Copies an `h x w` plane into the zero-bordered scratch plane with each padded row
     /// (`w + 2` floats) split into its even columns, then from `(w + 3) / 2` its odd
@@ -502,7 +522,7 @@ pub(super) mod avx2 {
     /// # Safety
     /// AVX2 available.
     #[target_feature(enable = "avx2,fma")]
-    pub(in crate::kernels) unsafe fn copy_into_split(plane: &[f32], padded: &mut [f32], w: usize) {
+    pub(super) unsafe fn copy_into_split(plane: &[f32], padded: &mut [f32], w: usize) {
         let wp = w + 2;
         let half = wp.div_ceil(2);
         assert!(padded.len() >= (plane.len() / w + 2) * wp);

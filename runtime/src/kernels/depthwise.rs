@@ -29,16 +29,6 @@ pub struct Depthwise3x3 {
     pub relu: bool,
 }
 
-/// The narrowest output rows a path's scratch-plane loop takes: 4 on NEON (one vector,
-/// the last overlapping); AVX2 gets there only with rows over 8 ([`avx2::narrow_plane`]
-/// takes the others) and AVX-512 never.
-fn lanes(isa: Isa) -> usize {
-    match isa {
-        Isa::Scalar => 1,
-        Isa::Neon | Isa::Avx2Fma | Isa::Avx512 => 4,
-    }
-}
-
 /// Extra zeroed floats after the padded plane: the vector loads of the last row may read
 /// a few elements past it (their lanes are discarded or multiplied into unused outputs).
 const SCRATCH_SLACK: usize = 32;
@@ -97,17 +87,18 @@ impl Depthwise3x3 {
         let wp = w + 2;
         let floor = if self.relu { 0.0 } else { f32::NEG_INFINITY };
 
+        // Layout read by the vector code: k0..k8, bias, floor, unused.
+        let params = |plane: usize| {
+            let c = plane % self.channels;
+            let mut params = [0f32; 12];
+            params[..9].copy_from_slice(&weights[c * 9..c * 9 + 9]);
+            params[9] = bias[c];
+            params[10] = floor;
+            params
+        };
         #[cfg(target_arch = "x86_64")]
         if imp == Isa::Avx512 {
             use super::window3x3_avx512 as avx512;
-            let params = |plane: usize| {
-                let c = plane % self.channels;
-                let mut params = [0f32; 12];
-                params[..9].copy_from_slice(&weights[c * 9..c * 9 + 9]);
-                params[9] = bias[c];
-                params[10] = floor;
-                params
-            };
             // Outputs at most 8 wide (7x7 maps, from 7x7 or 14x14): two planes per vector.
             let paired = if w <= 8 * s {
                 images * self.channels / 2
@@ -159,30 +150,28 @@ impl Depthwise3x3 {
             }
             return;
         }
-        // AVX2, outputs at most 8 wide (7x7 maps): one vector per row straight from the
-        // unpadded plane; the scratch copy (a `memcpy` per 7-float row) cost more than the
-        // arithmetic there.
+        // AVX2: every plane read in place (see `avx2`).
         #[cfg(target_arch = "x86_64")]
-        if imp.avx2() && w <= 8 * s {
-            let narrow = if s == 1 {
-                avx2::narrow_plane::<1>
-            } else {
-                avx2::narrow_plane::<2>
+        if imp.avx2() {
+            type PlaneFn =
+                unsafe fn(*const f32, (usize, usize), &[f32; 12], *mut f32, (usize, usize));
+            let plane: PlaneFn = match (s, w <= 8 * s) {
+                (1, true) => avx2::narrow_plane::<1>,
+                (_, true) => avx2::narrow_plane::<2>,
+                (1, false) => avx2::wide_plane::<1>,
+                (_, false) => avx2::wide_plane::<2>,
             };
-            for (plane, (in_plane, out_plane)) in input
+            for (c, (in_plane, out_plane)) in input
                 .chunks_exact(h * w)
                 .zip(output.chunks_exact_mut(oh * ow))
                 .enumerate()
             {
-                let c = plane % self.channels;
-                let mut params = [0f32; 12];
-                params[..9].copy_from_slice(&weights[c * 9..c * 9 + 9]);
-                params[9] = bias[c];
-                params[10] = floor;
-                // SAFETY: AVX2 and FMA are available (imp); w <= 8 s; the planes hold
-                // h * w and oh * ow floats, (oh, ow) being this geometry's output size.
+                let params = params(c);
+                // SAFETY: AVX2 and FMA are available (imp); narrow planes have w <= 8 s,
+                // wide ones ow > 8; the planes hold h * w and oh * ow floats, (oh, ow)
+                // being this geometry's output size.
                 unsafe {
-                    narrow(
+                    plane(
                         in_plane.as_ptr(),
                         (h, w),
                         &params,
@@ -193,37 +182,18 @@ impl Depthwise3x3 {
             }
             return;
         }
-        // The borders of `padded` are written once (zero) and never touched again.
+        // NEON and the scalar path read a zero-bordered copy of each plane. Its borders
+        // are written once (zero) and never touched again.
         let mut padded = vec![0f32; (h + 2) * wp + SCRATCH_SLACK];
-        let vector = imp != Isa::Scalar && ow >= lanes(imp);
+        // NEON rows: 4-wide vectors, the last overlapping the one before.
+        let vector = imp == Isa::Neon && ow >= 4;
         for (plane, (in_plane, out_plane)) in input
             .chunks_exact(h * w)
             .zip(output.chunks_exact_mut(oh * ow))
             .enumerate()
         {
-            let c = plane % self.channels;
-            // AVX2 at stride 2 reads rows split into even and odd columns (the borders,
-            // never written, stay zero in that layout too) where the rows are wide enough
-            // to pay for the split copy: 112x112 -> 56x56 took 42 us for 16 channels
-            // shuffling every kernel row, 33 us split, but 14x14 -> 7x7 8 us against 13.
-            #[cfg(target_arch = "x86_64")]
-            let split = vector && imp.avx2() && s == 2 && ow >= 16;
-            #[cfg(not(target_arch = "x86_64"))]
-            let split = false;
-            if split {
-                // SAFETY: AVX2 is available (imp); padded holds (h + 2) * wp floats.
-                #[cfg(target_arch = "x86_64")]
-                unsafe {
-                    super::conv3x3s2::avx2::copy_into_split(in_plane, &mut padded, w)
-                };
-            } else {
-                copy_into_padded(imp, in_plane, &mut padded, w);
-            }
-            // Layout read by the NEON code: k0..k8, bias, floor, unused.
-            let mut params = [0f32; 12];
-            params[..9].copy_from_slice(&weights[c * 9..c * 9 + 9]);
-            params[9] = bias[c];
-            params[10] = floor;
+            copy_into_padded(imp, in_plane, &mut padded, w);
+            let params = params(plane);
 
             // armv7: one call per plane, the row loop inside the assembly (per-row calls
             // cost more than the arithmetic on FD-MobileNet's many 7x7 planes).
@@ -258,29 +228,6 @@ impl Depthwise3x3 {
                         neon::plane_stride2(rows, &args, out, oh);
                     }
                 }
-                continue;
-            }
-            // SAFETY: output row oy reads padded rows s*oy..s*oy+2 <= h+1; vector loads
-            // read at most 18 floats past the last needed column of the last row, which
-            // SCRATCH_SLACK covers (split rows: at most ow + 1 <= half even and ow odd
-            // columns each); out_plane holds oh rows of ow >= 4 floats.
-            #[cfg(target_arch = "x86_64")]
-            if vector && imp.avx2() {
-                let rows = match (s, split) {
-                    (1, _) => avx2::Rows::Stride1,
-                    (_, false) => avx2::Rows::Stride2,
-                    (_, true) => avx2::Rows::Stride2Split,
-                };
-                unsafe {
-                    avx2::plane(
-                        padded.as_ptr(),
-                        wp,
-                        rows,
-                        &params,
-                        out_plane.as_mut_ptr(),
-                        (oh, ow),
-                    )
-                };
                 continue;
             }
             let _ = vector;
@@ -662,28 +609,12 @@ mod neon {
 
 #[cfg(target_arch = "x86_64")]
 pub(super) mod avx2 {
+    //! AVX2 reads the planes in place, like AVX-512: masked loads give zeros outside a
+    //! row (the padding) where a block of 8 outputs reaches it, plain loads elsewhere. A
+    //! scratch copy of each plane cost about as much as the arithmetic on these small
+    //! maps (a `memcpy` per 7-float row on 7x7 maps). Each input row's taps are made once
+    //! per column block and their products go to the output rows they touch.
     use std::arch::x86_64::*;
-
-    /// Even-indexed floats `p[0], p[2], .., p[14]`.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    pub(in crate::kernels) unsafe fn evens(p: *const f32) -> __m256 {
-        let lo = _mm256_loadu_ps(p);
-        let hi = _mm256_loadu_ps(p.add(8));
-        // shuffle gives [lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6]; reorder the 64-bit pairs.
-        let mixed = _mm256_shuffle_ps(lo, hi, 0x88);
-        _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(mixed), 0xD8))
-    }
-
-    /// Odd-indexed floats `p[1], p[3], .., p[15]`.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    pub(in crate::kernels) unsafe fn odds(p: *const f32) -> __m256 {
-        let lo = _mm256_loadu_ps(p);
-        let hi = _mm256_loadu_ps(p.add(8));
-        let mixed = _mm256_shuffle_ps(lo, hi, 0xDD);
-        _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(mixed), 0xD8))
-    }
 
     /// Lanes `i` whose column `start + i` lies in `0..width`, as a `maskload` mask.
     #[inline]
@@ -698,12 +629,83 @@ pub(super) mod avx2 {
         _mm256_andnot_si256(negative, below_width)
     }
 
-    /// One plane whose output rows are at most 8 wide (`w <= 8 STRIDE`), read in place
-    /// with masked loads (zeros outside the row: the padding), one vector per row. Each
-    /// input row is loaded once and its products go to the output rows it touches. Rows
-    /// are stored whole, their extra lanes landing on the next rows' first outputs, which
-    /// those rows rewrite; rows whose vector would reach past the plane are stored under
-    /// a mask.
+    /// The weights, bias and floor of one plane, broadcast.
+    struct Weights {
+        k: [__m256; 9],
+        bias: __m256,
+        floor: __m256,
+    }
+
+    impl Weights {
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn new(params: &[f32; 12]) -> Weights {
+            Weights {
+                k: std::array::from_fn(|i| _mm256_set1_ps(params[i])),
+                bias: _mm256_set1_ps(params[9]),
+                floor: _mm256_set1_ps(params[10]),
+            }
+        }
+
+        /// Kernel row `r`'s products of one input row's taps.
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn products(&self, t: &[__m256; 3], r: usize) -> __m256 {
+            let p = _mm256_mul_ps(t[0], self.k[3 * r]);
+            let p = _mm256_fmadd_ps(t[1], self.k[3 * r + 1], p);
+            _mm256_fmadd_ps(t[2], self.k[3 * r + 2], p)
+        }
+
+        /// The `h` output rows of one column block at stride 1 from the taps of input
+        /// rows `0..h`: before input row `iy`, `above` is output row `iy - 1` without its
+        /// kernel row 2 and `current` output row `iy` with its kernel row 0 only.
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn stride1_rows(
+            &self,
+            h: usize,
+            mut taps: impl FnMut(usize) -> [__m256; 3],
+            mut store: impl FnMut(usize, __m256),
+        ) {
+            let (mut above, mut current) = (self.bias, self.bias);
+            for iy in 0..h {
+                let t = taps(iy);
+                if iy > 0 {
+                    store(iy - 1, _mm256_add_ps(above, self.products(&t, 2)));
+                }
+                above = _mm256_add_ps(current, self.products(&t, 1));
+                current = _mm256_add_ps(self.bias, self.products(&t, 0));
+            }
+            store(h - 1, above);
+        }
+
+        /// The `oh` output rows of one column block at stride 2: output row `oy` from
+        /// input rows `2 oy - 1` (carried over), `2 oy` and `2 oy + 1`.
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn stride2_rows(
+            &self,
+            (h, oh): (usize, usize),
+            mut taps: impl FnMut(usize) -> [__m256; 3],
+            mut store: impl FnMut(usize, __m256),
+        ) {
+            let mut carried = self.bias;
+            for oy in 0..oh {
+                let mut acc = _mm256_add_ps(carried, self.products(&taps(2 * oy), 1));
+                if 2 * oy + 1 < h {
+                    let t = taps(2 * oy + 1);
+                    acc = _mm256_add_ps(acc, self.products(&t, 2));
+                    carried = _mm256_add_ps(self.bias, self.products(&t, 0));
+                }
+                store(oy, acc);
+            }
+        }
+    }
+
+    /// One plane whose output rows are at most 8 wide (`w <= 8 STRIDE`: 7x7 maps), one
+    /// vector per row. Rows are stored whole, their extra lanes landing on the next rows'
+    /// first outputs, which those rows rewrite; rows whose vector would reach past the
+    /// plane are stored under a mask.
     ///
     /// # Safety
     /// AVX2 and FMA available; `w <= 8 STRIDE`, `STRIDE` 1 or 2; `input` readable for
@@ -718,150 +720,149 @@ pub(super) mod avx2 {
         (oh, ow): (usize, usize),
     ) {
         debug_assert!(w <= 8 * STRIDE && ow <= 8);
-        let k: [__m256; 9] = std::array::from_fn(|i| _mm256_set1_ps(params[i]));
-        let bias = _mm256_set1_ps(params[9]);
-        let floor = _mm256_set1_ps(params[10]);
+        let weights = Weights::new(params);
         let store = |y: usize, acc: __m256| {
-            let v = _mm256_max_ps(acc, floor);
+            let v = _mm256_max_ps(acc, weights.floor);
             if y * ow + 8 <= oh * ow {
                 _mm256_storeu_ps(out.add(y * ow), v);
             } else {
                 _mm256_maskstore_ps(out.add(y * ow), lanes_inside(0, ow), v);
             }
         };
-        // Kernel row r's products of one input row's taps.
-        let products = |t: &[__m256; 3], r: usize| {
-            let p = _mm256_mul_ps(t[0], k[3 * r]);
-            let p = _mm256_fmadd_ps(t[1], k[3 * r + 1], p);
-            _mm256_fmadd_ps(t[2], k[3 * r + 2], p)
-        };
+        // Masked-off lanes are not read, so the addresses may lie outside the plane.
         if STRIDE == 1 {
             let masks = [lanes_inside(-1, w), lanes_inside(0, w), lanes_inside(1, w)];
-            // Masked-off lanes are not read, so the addresses may lie outside the plane.
             let taps = |iy: usize| -> [__m256; 3] {
                 let row = input.wrapping_add(iy * w);
                 std::array::from_fn(|kx| {
                     _mm256_maskload_ps(row.wrapping_add(kx).wrapping_sub(1), masks[kx])
                 })
             };
-            // Before input row iy: `above` is output row iy - 1 without its kernel row 2,
-            // `current` output row iy with its kernel row 0 only (and the bias).
-            let (mut above, mut current) = (bias, bias);
-            for iy in 0..h {
-                let t = taps(iy);
-                if iy > 0 {
-                    store(iy - 1, _mm256_add_ps(above, products(&t, 2)));
-                }
-                above = _mm256_add_ps(current, products(&t, 1));
-                current = _mm256_add_ps(bias, products(&t, 0));
-            }
-            store(h - 1, above);
+            weights.stride1_rows(h, taps, store);
         } else {
             let masks = [lanes_inside(0, w), lanes_inside(8, w)];
             let taps = |iy: usize| -> [__m256; 3] {
                 let row = input.add(iy * w);
                 let lo = _mm256_maskload_ps(row, masks[0]);
                 let hi = _mm256_maskload_ps(row.wrapping_add(8), masks[1]);
-                let split = |mixed: __m256| {
+                let in_order = |mixed: __m256| {
                     _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(mixed), 0xD8))
                 };
-                let even = split(_mm256_shuffle_ps(lo, hi, 0x88));
-                let odd = split(_mm256_shuffle_ps(lo, hi, 0xDD));
+                let even = in_order(_mm256_shuffle_ps(lo, hi, 0x88));
+                let odd = in_order(_mm256_shuffle_ps(lo, hi, 0xDD));
                 // Columns 2x - 1: the odd ones a lane later, the padding in lane 0.
-                let before =
-                    _mm256_permutevar8x32_ps(odd, _mm256_setr_epi32(0, 0, 1, 2, 3, 4, 5, 6));
+                let shift = _mm256_setr_epi32(0, 0, 1, 2, 3, 4, 5, 6);
+                let before = _mm256_permutevar8x32_ps(odd, shift);
                 [_mm256_blend_ps::<1>(before, _mm256_setzero_ps()), even, odd]
             };
-            // Output row oy: input rows 2 oy - 1 (carried), 2 oy and 2 oy + 1.
-            let mut carried = bias;
-            for oy in 0..oh {
-                let mut acc = _mm256_add_ps(carried, products(&taps(2 * oy), 1));
-                if 2 * oy + 1 < h {
-                    let t = taps(2 * oy + 1);
-                    acc = _mm256_add_ps(acc, products(&t, 2));
-                    carried = _mm256_add_ps(bias, products(&t, 0));
-                }
-                store(oy, acc);
-            }
+            weights.stride2_rows((h, oh), taps, store);
         }
     }
 
-    /// How [`plane`] finds the taps of an output row in the scratch plane.
-    #[derive(Clone, Copy, PartialEq, Eq)]
-    pub enum Rows {
-        /// Padded rows, stride 1: three shifted loads per kernel row.
-        Stride1,
-        /// Padded rows, stride 2: even and odd columns shuffled out of two loads each.
-        Stride2,
-        /// Rows split into their even columns, then from `half = (wp + 1) / 2` their odd
-        /// ones (`conv3x3s2::avx2::copy_into_split`), stride 2: three plain loads per
-        /// kernel row, even columns from `x` and `x + 1` and odd ones from `x`.
-        Stride2Split,
-    }
-
-    /// All `oh` output rows of one plane from the scratch copy, rows over 8 wide (narrower
-    /// ones take [`narrow_plane`]): 8-wide vectors, each row's last one overlapping the one
-    /// before instead of a scalar tail. The weights are broadcast once per plane.
+    /// One plane with output rows over 8 wide, in column blocks of 8 outputs (the last
+    /// overlapping the one before).
     ///
     /// # Safety
-    /// AVX2 and FMA available; `padded` holds the zero-bordered plane (rows `wp` apart,
-    /// output row `oy` reading rows `stride * oy` to `stride * oy + 2`, split as `rows`
-    /// says) plus 18 readable floats after the last needed column of the last row; split
-    /// rows with `ow + 1 <= half` and `half + ow <= wp`; `out` writable for `oh * ow`
-    /// floats; `ow >= 8`.
+    /// AVX2 and FMA available; `STRIDE` 1 or 2; `ow > 8`; `input` readable for `h * w`
+    /// floats, `out` writable for `oh * ow`, where `(oh, ow)` is the padding-1 output size
+    /// of `(h, w)` at `STRIDE`.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn plane(
-        padded: *const f32,
-        wp: usize,
-        rows: Rows,
+    pub unsafe fn wide_plane<const STRIDE: usize>(
+        input: *const f32,
+        (h, w): (usize, usize),
         params: &[f32; 12],
         out: *mut f32,
         (oh, ow): (usize, usize),
     ) {
-        debug_assert!(ow >= 8);
-        let stride = if rows == Rows::Stride1 { 1 } else { 2 };
-        let half = wp.div_ceil(2);
-        let k: [__m256; 9] = std::array::from_fn(|i| _mm256_set1_ps(params[i]));
-        let bias = _mm256_set1_ps(params[9]);
-        let floor = _mm256_set1_ps(params[10]);
-        for oy in 0..oh {
-            let first = padded.add(oy * stride * wp);
-            let mut x = 0;
-            while x < ow {
-                let x0 = x.min(ow - 8);
-                let mut acc0 = bias;
-                let mut acc1 = _mm256_setzero_ps();
-                for ky in 0..3 {
-                    let row = first.add(ky * wp);
-                    let (v0, v1, v2) = match rows {
-                        Rows::Stride1 => {
-                            let p = row.add(x0);
-                            (
-                                _mm256_loadu_ps(p),
-                                _mm256_loadu_ps(p.add(1)),
-                                _mm256_loadu_ps(p.add(2)),
-                            )
-                        }
-                        Rows::Stride2 => {
-                            let p = row.add(2 * x0);
-                            (evens(p), odds(p), evens(p.add(2)))
-                        }
-                        Rows::Stride2Split => {
-                            let even = row.add(x0);
-                            (
-                                _mm256_loadu_ps(even),
-                                _mm256_loadu_ps(even.add(half)),
-                                _mm256_loadu_ps(even.add(1)),
-                            )
-                        }
-                    };
-                    acc0 = _mm256_fmadd_ps(v0, k[ky * 3], acc0);
-                    acc1 = _mm256_fmadd_ps(v1, k[ky * 3 + 1], acc1);
-                    acc0 = _mm256_fmadd_ps(v2, k[ky * 3 + 2], acc0);
+        debug_assert!(ow > 8);
+        let weights = Weights::new(params);
+        let mut x = 0;
+        while x < ow {
+            let x0 = x.min(ow - 8);
+            // The columns each input vector starts at: stride 1 `x0 - 1`, `x0`, `x0 + 1`;
+            // stride 2 `2 x0 - 1` and `2 x0 + 7` (the 16 columns split into the
+            // kx = 0 and 1 taps), then the same one column later (kx = 2).
+            let first: [isize; 4] = if STRIDE == 1 {
+                [-1, 0, 1, 0].map(|d| x0 as isize + d)
+            } else {
+                [-1, 7, 1, 9].map(|d| 2 * x0 as isize + d)
+            };
+            let last = first[2] + if STRIDE == 1 { 8 } else { 16 };
+            let block = Block {
+                input,
+                w,
+                first,
+                out: out.add(x0),
+                ow,
+            };
+            if first[0] >= 0 && last <= w as isize {
+                block.rows::<STRIDE, false>(&weights, (h, oh));
+            } else {
+                block.rows::<STRIDE, true>(&weights, (h, oh));
+            }
+            x += 8;
+        }
+    }
+
+    /// One column block of [`wide_plane`].
+    struct Block {
+        input: *const f32,
+        w: usize,
+        /// The column each input vector starts at.
+        first: [isize; 4],
+        /// The block's first output column in row 0.
+        out: *mut f32,
+        ow: usize,
+    }
+
+    impl Block {
+        /// The block's output rows, its input vectors loaded under masks if `MASKED`
+        /// (otherwise they must lie inside the rows).
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn rows<const STRIDE: usize, const MASKED: bool>(
+            &self,
+            weights: &Weights,
+            (h, oh): (usize, usize),
+        ) {
+            let masks = self.first.map(|col| lanes_inside(col, self.w));
+            // Masked-off lanes are not read, so the addresses may lie outside the plane.
+            let load = |row: *const f32, i: usize| {
+                let at = row.wrapping_offset(self.first[i]);
+                if MASKED {
+                    _mm256_maskload_ps(at, masks[i])
+                } else {
+                    _mm256_loadu_ps(at)
                 }
-                let acc = _mm256_max_ps(_mm256_add_ps(acc0, acc1), floor);
-                _mm256_storeu_ps(out.add(oy * ow + x0), acc);
-                x += 8;
+            };
+            if STRIDE == 1 {
+                let taps = |iy: usize| -> [__m256; 3] {
+                    let row = self.input.wrapping_add(iy * self.w);
+                    std::array::from_fn(|kx| load(row, kx))
+                };
+                let store = |y: usize, acc: __m256| {
+                    let v = _mm256_max_ps(acc, weights.floor);
+                    _mm256_storeu_ps(self.out.add(y * self.ow), v)
+                };
+                weights.stride1_rows(h, taps, store);
+            } else {
+                // The in-lane shuffles leave the outputs in the order 0 1 4 5 2 3 6 7, the
+                // same in all three taps: the sums are put in order once, at the store.
+                let taps = |iy: usize| -> [__m256; 3] {
+                    let row = self.input.wrapping_add(iy * self.w);
+                    let [a, b, c, d] = std::array::from_fn(|i| load(row, i));
+                    [
+                        _mm256_shuffle_ps(a, b, 0x88),
+                        _mm256_shuffle_ps(a, b, 0xDD),
+                        _mm256_shuffle_ps(c, d, 0x88),
+                    ]
+                };
+                let store = |y: usize, acc: __m256| {
+                    let v = _mm256_castps_pd(_mm256_max_ps(acc, weights.floor));
+                    let v = _mm256_castpd_ps(_mm256_permute4x64_pd(v, 0xD8));
+                    _mm256_storeu_ps(self.out.add(y * self.ow), v)
+                };
+                weights.stride2_rows((h, oh), taps, store);
             }
         }
     }
