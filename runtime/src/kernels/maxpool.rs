@@ -1,9 +1,9 @@
 //! 3x3 max pooling, NCHW f32, padding 1, stride 1 or 2 (ShuffleNet's after its first
 //! convolution). Same plan as the depthwise kernel: on AVX-512 the vectors read the plane
 //! in place under masks (`window3x3_avx512`); elsewhere each plane is copied into a
-//! bordered scratch plane (borders at -inf), so the vector loop never tests borders;
-//! NEON `asm!` for stride 2 on armv7 (see `depthwise.rs` for why not intrinsics), scalar
-//! otherwise.
+//! bordered scratch plane (borders at -inf), so the vector loop never tests borders:
+//! AVX2 rows of 8 or more outputs, NEON `asm!` for stride 2 on armv7 (see `depthwise.rs`
+//! for why not intrinsics), scalar otherwise.
 
 use super::isa::Isa;
 
@@ -98,6 +98,14 @@ impl MaxPool3x3 {
                 unsafe { neon::plane_stride2(padded.as_ptr(), &args, out_plane.as_mut_ptr(), oh) };
                 continue;
             }
+            #[cfg(target_arch = "x86_64")]
+            if imp.avx2() && ow >= 8 {
+                // SAFETY: AVX2 is available (imp); `padded` holds rows 0..=h+1 plus
+                // SCRATCH_SLACK floats, which covers the loads past the last needed column
+                // (at most 16 floats); `out_plane` holds oh rows of ow >= 8 floats.
+                unsafe { avx2::plane(padded.as_ptr(), wp, s, out_plane.as_mut_ptr(), (oh, ow)) };
+                continue;
+            }
             for (oy, out_row) in out_plane.chunks_exact_mut(ow).enumerate() {
                 let rows = &padded[oy * s * wp..];
                 for (ox, out) in out_row.iter_mut().enumerate() {
@@ -109,6 +117,60 @@ impl MaxPool3x3 {
                     }
                     *out = m;
                 }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// All output rows of one plane from its -inf-bordered copy (rows `wp` apart), in
+    /// blocks of 8 outputs, the last one overlapping the one before. At stride 2 the
+    /// columns are split with in-lane shuffles only, which leave the outputs in the order
+    /// 0 1 4 5 2 3 6 7 in every tap alike: the maximum is put in order once, at the store.
+    ///
+    /// # Safety
+    /// AVX2 available; `padded` readable for the bordered rows `0..stride * (oh - 1) + 3`
+    /// plus 16 floats past the last needed column; `out` writable for `oh * ow`; `ow >= 8`.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn plane(
+        padded: *const f32,
+        wp: usize,
+        stride: usize,
+        out: *mut f32,
+        (oh, ow): (usize, usize),
+    ) {
+        let row_max = |p: *const f32| {
+            if stride == 1 {
+                let taps = [p, p.add(1), p.add(2)].map(|t| _mm256_loadu_ps(t));
+                _mm256_max_ps(_mm256_max_ps(taps[0], taps[1]), taps[2])
+            } else {
+                let [a, b, c, d] = [0, 8, 2, 10].map(|i| _mm256_loadu_ps(p.add(i)));
+                let even = _mm256_shuffle_ps(a, b, 0x88);
+                let odd = _mm256_shuffle_ps(a, b, 0xDD);
+                let next_even = _mm256_shuffle_ps(c, d, 0x88);
+                _mm256_max_ps(_mm256_max_ps(even, odd), next_even)
+            }
+        };
+        for oy in 0..oh {
+            let first = padded.add(oy * stride * wp);
+            let mut x = 0;
+            while x < ow {
+                let x0 = x.min(ow - 8);
+                let p = first.add(stride * x0);
+                let m = _mm256_max_ps(
+                    _mm256_max_ps(row_max(p), row_max(p.add(wp))),
+                    row_max(p.add(2 * wp)),
+                );
+                let m = if stride == 1 {
+                    m
+                } else {
+                    _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(m), 0xD8))
+                };
+                _mm256_storeu_ps(out.add(oy * ow + x0), m);
+                x += 8;
             }
         }
     }
