@@ -21,7 +21,7 @@
 //! while it sweeps the chunk.
 //!
 //! x86-64: AVX2/FMA 6 x 16 and 4 x 16 tiles of the same design. 7x7 maps (on AVX2 from
-//! depth 256; on AVX-512 at every depth, and deep layers on larger maps too) take
+//! depth 128; on AVX-512 at every depth) and deep layers on larger maps take
 //! `pointwise_panels` instead, whose vectors run along the output channels (49 pixels
 //! fit 8- or 16-wide pixel vectors badly).
 
@@ -1033,15 +1033,23 @@ mod tests {
         }
         check(1, 50, 384, 196, 1);
         check(3, 20, 9, 49, 2);
-        // The AVX2 panels take 7x7 and smaller maps from depth 256: channels off the
-        // 8-lane vectors and 16-channel panels, pixels across 6-pixel tiles (and the
-        // rows' last tiles, which store under a mask), and groups.
+        // The AVX2 panels take 7x7 and smaller maps from depth 128 and larger maps from
+        // depth 256: channels off the 8-lane vectors and 16-channel panels, pixels across
+        // tiles of 5 and 6 (and the rows' last tiles, which store under a mask; the last
+        // strip, copied under a mask), and groups.
         #[cfg(target_arch = "x86_64")]
-        assert!(super::super::pointwise_panels::suits(Isa::Avx2Fma, 49, 256));
-        for &pixels in &[1, 5, 6, 7, 13, 49] {
+        {
+            use super::super::pointwise_panels::suits;
+            assert!(suits(Isa::Avx2Fma, 49, 128) && suits(Isa::Avx2Fma, 196, 256));
+            assert!(!suits(Isa::Avx2Fma, 49, 64) && !suits(Isa::Avx2Fma, 196, 128));
+        }
+        for &pixels in &[1, 5, 6, 7, 13, 49, 64] {
             check(1, 257, 512, pixels, 1);
+            check(1, 21, 128, pixels, 1);
         }
         check(1, 37, 256, 49, 1);
+        check(1, 37, 256, 196, 1);
+        check(1, 19, 256, 250, 1);
         check(3, 263, 512, 14, 2);
     }
 

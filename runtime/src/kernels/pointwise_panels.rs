@@ -117,9 +117,11 @@ impl ChannelPanels {
         let lanes = self.lanes;
         // AVX2: the input is first copied into `[tile][k][pixel]` strips, so a tile reads
         // its pixels of every row of `k` from consecutive lines rather than one line (or
-        // two) per step of `k`, 49 floats apart; each panel streams the strips from L2.
-        let strips =
-            (self.isa == Isa::Avx2Fma).then(|| pixel_strips(x, depth, pixels, self.tile_pixels));
+        // two) per step of `k`, `pixels` floats apart; each panel streams the strips from L2.
+        // SAFETY (caller: the ISA): x holds depth * pixels floats (asserted); AVX2 tiles
+        // are at most 8 pixels wide.
+        let strips = (self.isa == Isa::Avx2Fma)
+            .then(|| unsafe { pixel_strips(x, depth, pixels, self.tile_pixels) });
         let panels = &self.packed[group * self.group_floats..][..self.group_floats];
         let bias = &self.bias[group * self.padded_rows..][..self.padded_rows];
         for (first, width) in panel_plan(self.padded_rows, self.panel) {
@@ -189,17 +191,39 @@ fn pixel_tiles(pixels: usize, max: usize) -> impl Iterator<Item = (usize, usize)
     })
 }
 
-/// `x` (`[depth][pixels]`) as strips of the tiles of [`pixel_tiles`]: the strip of the
-/// tile from pixel `start` is `[depth][cols]` at `start * depth`.
-fn pixel_strips(x: &[f32], depth: usize, pixels: usize, tile: usize) -> Vec<f32> {
+/// `x` (`[depth][pixels]`) as strips of the tiles of [`pixel_tiles`] (at most 8 pixels
+/// wide): the strip of the tile from pixel `start` is `[depth][cols]` at `start * depth`.
+///
+/// # Safety
+/// AVX2 available; `x` holds `depth * pixels` floats; `tile <= 8`.
+#[target_feature(enable = "avx2")]
+unsafe fn pixel_strips(x: &[f32], depth: usize, pixels: usize, tile: usize) -> Vec<f32> {
+    use std::arch::x86_64::*;
+    debug_assert!(tile <= 8 && x.len() == depth * pixels);
     let mut strips = STRIPS.with(|s| std::mem::take(&mut *s.borrow_mut()));
     strips.clear();
-    strips.reserve(depth * pixels);
+    // Each row segment (5-8 floats; a `memcpy` call per segment cost more than the copy)
+    // moves as one 8-float vector: its extra lanes land where the next segment goes, and
+    // on the 8 floats of slack after the last one.
+    strips.resize(depth * pixels + 8, 0.0);
+    let dst = strips.as_mut_ptr();
     for (start, cols) in pixel_tiles(pixels, tile) {
-        for row in x.chunks_exact(pixels) {
-            strips.extend_from_slice(&row[start..start + cols]);
+        let tail = _mm256_cmpgt_epi32(
+            _mm256_set1_epi32(cols as i32),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        );
+        for k in 0..depth {
+            let from = k * pixels + start;
+            let v = if from + 8 <= x.len() {
+                _mm256_loadu_ps(x.as_ptr().add(from))
+            } else {
+                // The end of `x`: only the segment's own lanes are read.
+                _mm256_maskload_ps(x.as_ptr().add(from), tail)
+            };
+            _mm256_storeu_ps(dst.add(start * depth + k * cols), v);
         }
     }
+    strips.truncate(depth * pixels);
     strips
 }
 
@@ -210,14 +234,16 @@ fn pixel_strips(x: &[f32], depth: usize, pixels: usize, tile: usize) -> Vec<f32>
 ///   GMAC/s at depths 256-1024, 53 against 46 at depth 128); on larger maps only deep
 ///   layers, where the depth hides the transposing stores (14x14 at depth 512: 57
 ///   against 51 GMAC/s, at 256: 56 against 54, at 128: 53 against 55).
-/// - AVX2 on Zen 3, medians of five runs: 7x7 maps from depth 256 (512 -> 1024: 43.5
-///   against 32.0 GMAC/s, 512 -> 512: 42.8 against 32.8, 256 -> 256: 39.3 against
-///   34.1); not at depth 128 (38.2 against 40.1), ShuffleNet's groups of 160 (36.6
-///   against 38.3) or larger maps (14x14 at depth 512: 34.8 against 38.6).
+/// - AVX2 (Zen 4 with AVX-512 hidden, see the README): 7x7 maps from depth 128 (256 ->
+///   256: 51.8 against 48.2 GMAC/s once the pixel strips were vector copies, 128 -> 256:
+///   49.9 against 46.8, ShuffleNet's groups of 160: 49.7 against 44.7), not below (64 ->
+///   64: 41 against 45, groups of 80: 44 against 46); on larger maps from depth 256
+///   (14x14 at depth 512: 54.5 against 50.8, at 256: 54.0 against 53.8, at 128: 52.6
+///   against 55.1).
 pub fn suits(isa: Isa, pixels: usize, depth: usize) -> bool {
     match isa {
         Isa::Avx512 => pixels <= 64 || depth >= 256,
-        Isa::Avx2Fma => pixels <= 64 && depth >= 256,
+        Isa::Avx2Fma => (pixels <= 64 && depth >= 128) || depth >= 256,
         _ => false,
     }
 }
