@@ -202,3 +202,70 @@ fn onnxruntime_peer_profiles_its_time_per_node_and_operator() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("--profile -1"), "{}", text(&o));
 }
+
+/// `peers/hide_avx512.c`, built with the system's gcc and preloaded into both runtimes:
+/// the edge engine's report names its AVX2 kernels, and onnxruntime runs under it.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn hide_avx512_puts_both_runtimes_on_their_avx2_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let library = dir.path().join("hide_avx512.so");
+    let o = Command::new("gcc")
+        .args(["-O2", "-Wall", "-Werror", "-shared", "-fPIC", "-o"])
+        .arg(&library)
+        .arg(workspace().join("bench-harness/peers/hide_avx512.c"))
+        .output()
+        .expect("gcc");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    let model = "fd_mobilenet_0.25";
+    let models = dir.path().join("models");
+    model_zoo::export_models(&models, Some(&[model.to_string()]), &Default::default()).unwrap();
+    let edge_isa = |preload: Option<&Path>, json: &Path| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_edgebench"));
+        command
+            .args([
+                "run",
+                "--models",
+                model,
+                "--engine",
+                "edge",
+                "--no-counters",
+            ])
+            .args(["--min-runs", "2", "--min-time", "0", "--warmup-runs", "1"])
+            .args(["--warmup-time", "0", "-q", "--model-dir"])
+            .arg(&models)
+            .arg("--json")
+            .arg(json);
+        if let Some(library) = preload {
+            command.env("LD_PRELOAD", library);
+        }
+        let o = command.output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+        report["environment"]["kernels"][0]["edge_isa"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let hidden = edge_isa(Some(&library), &dir.path().join("hidden.json"));
+    assert_eq!(hidden, "Avx2Fma");
+    // Without it, this CPU's own best path (AVX-512 where it has it).
+    let own = edge_isa(None, &dir.path().join("own.json"));
+    let has_avx512 = std::is_x86_feature_detected!("avx512f");
+    assert_eq!(own, if has_avx512 { "Avx512" } else { "Avx2Fma" });
+
+    let o = Command::new(python())
+        .arg(workspace().join("bench-harness/peers/onnxruntime_bench.py"))
+        .arg("--model-dir")
+        .arg(&models)
+        .args(["--models", model, "--min-runs", "3", "--min-time", "0"])
+        .args(["--warmup", "1"])
+        .env("LD_PRELOAD", &library)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let cells = row_cells(&String::from_utf8_lossy(&o.stdout), model);
+    assert!(cells[3] != "-" && !cells[3].is_empty(), "{cells:?}");
+}
