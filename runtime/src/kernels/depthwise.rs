@@ -129,25 +129,18 @@ impl Depthwise3x3 {
                     }
                 };
             }
-            for (plane, (in_plane, out_plane)) in in_rest
-                .chunks_exact(h * w)
-                .zip(out_rest.chunks_exact_mut(oh * ow))
-                .enumerate()
-            {
-                let params = params(2 * paired + plane);
-                // SAFETY: AVX-512F is available (imp); the planes hold h * w and oh * ow
-                // floats, (oh, ow) being this geometry's output size.
-                unsafe {
-                    avx512::depthwise_plane(
-                        in_plane.as_ptr(),
-                        (h, w),
-                        s,
-                        &params,
-                        out_plane.as_mut_ptr(),
-                        (oh, ow),
-                    )
-                };
-            }
+            let planes = (h * w, oh * ow);
+            for_each_plane(
+                (in_rest, out_rest),
+                planes,
+                2 * paired,
+                params,
+                |x, p, y| {
+                    // SAFETY: AVX-512F is available (imp); the planes hold h * w and oh * ow
+                    // floats, (oh, ow) being this geometry's output size.
+                    unsafe { avx512::depthwise_plane(x, (h, w), s, p, y, (oh, ow)) }
+                },
+            );
             return;
         }
         // AVX2: every plane read in place (see `avx2`).
@@ -161,25 +154,12 @@ impl Depthwise3x3 {
                 (1, false) => avx2::wide_plane::<1>,
                 (_, false) => avx2::wide_plane::<2>,
             };
-            for (c, (in_plane, out_plane)) in input
-                .chunks_exact(h * w)
-                .zip(output.chunks_exact_mut(oh * ow))
-                .enumerate()
-            {
-                let params = params(c);
+            for_each_plane((input, output), (h * w, oh * ow), 0, params, |x, p, y| {
                 // SAFETY: AVX2 and FMA are available (imp); narrow planes have w <= 8 s,
                 // wide ones ow > 8; the planes hold h * w and oh * ow floats, (oh, ow)
                 // being this geometry's output size.
-                unsafe {
-                    plane(
-                        in_plane.as_ptr(),
-                        (h, w),
-                        &params,
-                        out_plane.as_mut_ptr(),
-                        (oh, ow),
-                    )
-                };
-            }
+                unsafe { plane(x, (h, w), p, y, (oh, ow)) }
+            });
             return;
         }
         // NEON and the scalar path read a zero-bordered copy of each plane. Its borders
@@ -235,6 +215,25 @@ impl Depthwise3x3 {
                 scalar_row(&padded[oy * s * wp..], wp, s, &params, out_row);
             }
         }
+    }
+}
+
+/// Every plane of `input` (`input_plane` floats each) with its output plane
+/// (`output_plane` floats) and the parameters of plane `first + i`, through `plane`.
+#[cfg(target_arch = "x86_64")]
+fn for_each_plane(
+    (input, output): (&[f32], &mut [f32]),
+    (input_plane, output_plane): (usize, usize),
+    first: usize,
+    params: impl Fn(usize) -> [f32; 12],
+    mut plane: impl FnMut(*const f32, &[f32; 12], *mut f32),
+) {
+    for (i, (x, y)) in input
+        .chunks_exact(input_plane)
+        .zip(output.chunks_exact_mut(output_plane))
+        .enumerate()
+    {
+        plane(x.as_ptr(), &params(first + i), y.as_mut_ptr());
     }
 }
 
