@@ -1,10 +1,11 @@
 //! 3x3 depthwise convolution, NCHW f32, padding 1, stride 1 or 2, with the per-channel
 //! bias (folded BatchNorm) and an optional ReLU fused into the same pass.
 //!
-//! On AVX-512 hosts the vectors read the plane in place under masks
-//! (`window3x3_avx512`). Elsewhere every plane is first copied into a zero-bordered
-//! scratch plane, so the vector loops never test borders: each output row is three
-//! padded input rows times nine weights. A row whose width is not a multiple of the vector width ends with one overlapping
+//! On x86-64 the vectors read the plane in place, the padding coming from masked loads:
+//! AVX-512 in `window3x3_avx512`, AVX2 in `avx2` below. On armv7 (and the scalar path)
+//! every plane is first copied into a zero-bordered scratch plane, so the vector loops
+//! never test borders: each output row is three padded input rows times nine weights. A
+//! row whose width is not a multiple of the vector width ends with one overlapping
 //! vector (recomputing a few outputs is cheaper than a scalar tail). Rows narrower than
 //! one vector (1x1, 2x2 maps...) take the scalar path.
 //!
