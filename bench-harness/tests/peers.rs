@@ -204,7 +204,9 @@ fn onnxruntime_peer_profiles_its_time_per_node_and_operator() {
 }
 
 /// `peers/hide_avx512.c`, built with the system's gcc and preloaded into both runtimes:
-/// the edge engine's report names its AVX2 kernels, and onnxruntime runs under it.
+/// the edge engine's report names its AVX2 kernels, and onnxruntime runs under it. On a
+/// machine that cannot fault CPUID (no `cpuid_fault` in /proc/cpuinfo) it must refuse
+/// instead, with exit status 3 and a message saying why.
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn hide_avx512_puts_both_runtimes_on_their_avx2_paths() {
@@ -221,7 +223,7 @@ fn hide_avx512_puts_both_runtimes_on_their_avx2_paths() {
     let model = "fd_mobilenet_0.25";
     let models = dir.path().join("models");
     model_zoo::export_models(&models, Some(&[model.to_string()]), &Default::default()).unwrap();
-    let edge_isa = |preload: Option<&Path>, json: &Path| {
+    let edgebench = |preload: Option<&Path>, json: &Path| {
         let mut command = Command::new(env!("CARGO_BIN_EXE_edgebench"));
         command
             .args([
@@ -240,7 +242,9 @@ fn hide_avx512_puts_both_runtimes_on_their_avx2_paths() {
         if let Some(library) = preload {
             command.env("LD_PRELOAD", library);
         }
-        let o = command.output().unwrap();
+        command.output().unwrap()
+    };
+    let edge_isa = |o: Output, json: &Path| {
         assert_eq!(o.status.code(), Some(0), "{}", text(&o));
         let report: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
@@ -249,12 +253,24 @@ fn hide_avx512_puts_both_runtimes_on_their_avx2_paths() {
             .unwrap()
             .to_string()
     };
-    let hidden = edge_isa(Some(&library), &dir.path().join("hidden.json"));
-    assert_eq!(hidden, "Avx2Fma");
     // Without it, this CPU's own best path (AVX-512 where it has it).
-    let own = edge_isa(None, &dir.path().join("own.json"));
+    let own = dir.path().join("own.json");
     let has_avx512 = std::is_x86_feature_detected!("avx512f");
-    assert_eq!(own, if has_avx512 { "Avx512" } else { "Avx2Fma" });
+    assert_eq!(
+        edge_isa(edgebench(None, &own), &own),
+        if has_avx512 { "Avx512" } else { "Avx2Fma" }
+    );
+
+    let hidden = dir.path().join("hidden.json");
+    let o = edgebench(Some(&library), &hidden);
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+    if !cpuinfo.split_whitespace().any(|flag| flag == "cpuid_fault") {
+        assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+        assert!(text(&o).contains("cannot fault CPUID"), "{}", text(&o));
+        assert!(!hidden.exists());
+        return;
+    }
+    assert_eq!(edge_isa(o, &hidden), "Avx2Fma");
 
     let o = Command::new(python())
         .arg(workspace().join("bench-harness/peers/onnxruntime_bench.py"))
