@@ -488,28 +488,8 @@ impl PackedConv3x3s2 {
 
 #[cfg(target_arch = "x86_64")]
 pub(super) mod avx2 {
+    use crate::kernels::depthwise::avx2::deinterleave;
     use std::arch::x86_64::*;
-
-    /// Even-indexed floats `p[0], p[2], .., p[14]`.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn evens(p: *const f32) -> __m256 {
-        let lo = _mm256_loadu_ps(p);
-        let hi = _mm256_loadu_ps(p.add(8));
-        // shuffle gives [lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6]; reorder the 64-bit pairs.
-        let mixed = _mm256_shuffle_ps(lo, hi, 0x88);
-        _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(mixed), 0xD8))
-    }
-
-    /// Odd-indexed floats `p[1], p[3], .., p[15]`.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn odds(p: *const f32) -> __m256 {
-        let lo = _mm256_loadu_ps(p);
-        let hi = _mm256_loadu_ps(p.add(8));
-        let mixed = _mm256_shuffle_ps(lo, hi, 0xDD);
-        _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(mixed), 0xD8))
-    }
 
     /// Copies an `h x w` plane into the zero-bordered scratch plane with each padded row
     /// (`w + 2` floats) split into its even columns, then from `(w + 3) / 2` its odd
@@ -532,8 +512,12 @@ pub(super) mod avx2 {
             while i + 16 <= w {
                 // SAFETY: reads row[i..i + 16]; writes odd[i/2..i/2 + 8] (i/2 + 8 <= w/2
                 // <= odd.len()) and even[i/2 + 1..i/2 + 9] (<= w/2 + 1 <= even.len()).
-                _mm256_storeu_ps(odd.as_mut_ptr().add(i / 2), evens(row.as_ptr().add(i)));
-                _mm256_storeu_ps(even.as_mut_ptr().add(i / 2 + 1), odds(row.as_ptr().add(i)));
+                let [evens, odds] = deinterleave(
+                    _mm256_loadu_ps(row.as_ptr().add(i)),
+                    _mm256_loadu_ps(row.as_ptr().add(i + 8)),
+                );
+                _mm256_storeu_ps(odd.as_mut_ptr().add(i / 2), evens);
+                _mm256_storeu_ps(even.as_mut_ptr().add(i / 2 + 1), odds);
                 i += 16;
             }
             if i + 8 <= w {
@@ -549,8 +533,7 @@ pub(super) mod avx2 {
                 );
                 i += 8;
             }
-            // The last few, even and odd columns apart (no branch per float: the
-            // depthwise layers' rows of 14 and 28 take this path for most of them).
+            // The last few, even and odd columns apart (no branch per float).
             for j in (i..w).step_by(2) {
                 odd[j / 2] = row[j];
             }

@@ -616,6 +616,19 @@ pub(super) mod avx2 {
     //! per column block and their products go to the output rows they touch.
     use std::arch::x86_64::*;
 
+    /// The even-indexed and the odd-indexed floats of the 16 in `lo` then `hi`, in order.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub(in crate::kernels) unsafe fn deinterleave(lo: __m256, hi: __m256) -> [__m256; 2] {
+        // The shuffles give [lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6]; reorder the 64-bit pairs.
+        let in_order =
+            |mixed: __m256| _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(mixed), 0xD8));
+        [
+            in_order(_mm256_shuffle_ps(lo, hi, 0x88)),
+            in_order(_mm256_shuffle_ps(lo, hi, 0xDD)),
+        ]
+    }
+
     /// Lanes `i` whose column `start + i` lies in `0..width`, as a `maskload` mask.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
@@ -745,11 +758,7 @@ pub(super) mod avx2 {
                 let row = input.add(iy * w);
                 let lo = _mm256_maskload_ps(row, masks[0]);
                 let hi = _mm256_maskload_ps(row.wrapping_add(8), masks[1]);
-                let in_order = |mixed: __m256| {
-                    _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(mixed), 0xD8))
-                };
-                let even = in_order(_mm256_shuffle_ps(lo, hi, 0x88));
-                let odd = in_order(_mm256_shuffle_ps(lo, hi, 0xDD));
+                let [even, odd] = deinterleave(lo, hi);
                 // Columns 2x - 1: the odd ones a lane later, the padding in lane 0.
                 let shift = _mm256_setr_epi32(0, 0, 1, 2, 3, 4, 5, 6);
                 let before = _mm256_permutevar8x32_ps(odd, shift);
