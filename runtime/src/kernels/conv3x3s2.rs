@@ -618,25 +618,16 @@ mod avx512 {
         out: *mut f32,
         out_stride: usize,
     ) {
-        let mut acc = initial::<8, V>(epilogue);
-        for c in 0..in_channels {
-            for ky in 0..3 {
-                let e = input.add(c * plane + ky * row);
-                let o = e.add(half);
-                let taps: [[__m512; V]; 3] = [
-                    std::array::from_fn(|v| _mm512_loadu_ps(e.add(16 * v))),
-                    std::array::from_fn(|v| _mm512_loadu_ps(o.add(16 * v))),
-                    std::array::from_fn(|v| _mm512_loadu_ps(e.add(16 * v + 1))),
-                ];
-                accumulate(
-                    &mut acc,
-                    &taps,
-                    weights.add((c * 3 + ky) * 3 * BLOCK),
-                    in_channels,
-                );
-            }
-        }
-        store(&acc, epilogue, out, out_stride);
+        let taps = |c: usize, ky: usize| {
+            let e = input.add(c * plane + ky * row);
+            let o = e.add(half);
+            Some([
+                std::array::from_fn(|v| _mm512_loadu_ps(e.add(16 * v))),
+                std::array::from_fn(|v| _mm512_loadu_ps(o.add(16 * v))),
+                std::array::from_fn(|v| _mm512_loadu_ps(e.add(16 * v + 1))),
+            ])
+        };
+        convolve::<8, V>(in_channels, taps, weights, epilogue, out, out_stride);
     }
 
     /// `R` output channels (`R / 4` packed blocks) x `16 V` pixels of one row, like
@@ -663,21 +654,39 @@ mod avx512 {
         out: *mut f32,
         out_stride: usize,
     ) {
-        let mut acc = initial::<R, V>(epilogue);
         let columns = Stride2Columns::<V>::new(ox, w);
+        let taps = |c: usize, ky: usize| {
+            // Row 2 oy + ky - 1; none in the top or bottom padding.
+            let iy = (2 * oy + ky).checked_sub(1).filter(|&iy| iy < h)?;
+            Some(columns.taps(input.add((c * h + iy) * w)))
+        };
+        convolve::<R, V>(in_channels, taps, weights, epilogue, out, out_stride);
+    }
+
+    /// The tile loop both tiles share: from the biases, every input channel's kernel
+    /// rows whose `taps` exist, then the floor and the stores.
+    ///
+    /// # Safety
+    /// AVX-512F available; `taps` safe to call for every channel and kernel row;
+    /// `weights` readable for `R / 4` blocks of `in_channels * 36` floats, `epilogue`
+    /// for `R / 4` of 8; `out` writable for `R` rows of `16 V` floats, `out_stride` apart.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn convolve<const R: usize, const V: usize>(
+        in_channels: usize,
+        taps: impl Fn(usize, usize) -> Option<[[__m512; V]; 3]>,
+        weights: *const f32,
+        epilogue: *const f32,
+        out: *mut f32,
+        out_stride: usize,
+    ) {
+        let mut acc = initial::<R, V>(epilogue);
         for c in 0..in_channels {
             for ky in 0..3 {
-                let iy = (2 * oy + ky) as isize - 1;
-                if iy < 0 || iy >= h as isize {
-                    continue;
+                if let Some(taps) = taps(c, ky) {
+                    let w = weights.add((c * 3 + ky) * 3 * BLOCK);
+                    accumulate(&mut acc, &taps, w, in_channels);
                 }
-                let taps = columns.taps(input.add((c * h + iy as usize) * w));
-                accumulate(
-                    &mut acc,
-                    &taps,
-                    weights.add((c * 3 + ky) * 3 * BLOCK),
-                    in_channels,
-                );
             }
         }
         store(&acc, epilogue, out, out_stride);
