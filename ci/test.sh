@@ -28,9 +28,17 @@ cargo test --workspace
 step "the nine models on the AVX2 kernels against tract (AVX-512 hidden from the test)"
 if grep -qw cpuid_fault /proc/cpuinfo; then
   gcc -O2 -shared -fPIC -o "$root/target/hide_avx512.so" bench-harness/peers/hide_avx512.c
-  # Only the test binary runs under the preload (never cargo or rustc).
-  CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="env LD_PRELOAD=$root/target/hide_avx512.so" \
-    cargo test -p edge-runtime --test edge_engine_models
+  # The test binary the host tests built (a `cargo test -p ... --test ...` would resolve
+  # the dependencies' features differently and rebuild them), run under the preload;
+  # never cargo or rustc.
+  parity_test="$(cargo test --workspace --no-run --message-format=json | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "edge_engine_models":
+        print(m["executable"])')"
+  [ -x "$parity_test" ] || { echo "edge_engine_models test binary not found" >&2; exit 1; }
+  (cd runtime && LD_PRELOAD="$root/target/hide_avx512.so" "$parity_test")
 else
   echo "not run: this CPU cannot fault CPUID, so AVX-512 cannot be hidden here" \
     "(the AVX2 kernels still ran against their references in the unit tests)"
