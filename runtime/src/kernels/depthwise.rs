@@ -620,13 +620,19 @@ pub(super) mod avx2 {
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     pub(in crate::kernels) unsafe fn deinterleave(lo: __m256, hi: __m256) -> [__m256; 2] {
-        // The shuffles give [lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6]; reorder the 64-bit pairs.
-        let in_order =
-            |mixed: __m256| _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(mixed), 0xD8));
+        // The shuffles give [lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6].
         [
-            in_order(_mm256_shuffle_ps(lo, hi, 0x88)),
-            in_order(_mm256_shuffle_ps(lo, hi, 0xDD)),
+            pairs_in_order(_mm256_shuffle_ps(lo, hi, 0x88)),
+            pairs_in_order(_mm256_shuffle_ps(lo, hi, 0xDD)),
         ]
+    }
+
+    /// Lanes 0 1 4 5 2 3 6 7 put in order 0..8: what an in-lane even/odd shuffle of two
+    /// vectors leaves, moved by 64-bit pairs.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub(in crate::kernels) unsafe fn pairs_in_order(mixed: __m256) -> __m256 {
+        _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(mixed), 0xD8))
     }
 
     /// Lanes `i` whose column `start + i` lies in `0..width`, as a `maskload` mask.
@@ -867,8 +873,7 @@ pub(super) mod avx2 {
                     ]
                 };
                 let store = |y: usize, acc: __m256| {
-                    let v = _mm256_castps_pd(_mm256_max_ps(acc, weights.floor));
-                    let v = _mm256_castpd_ps(_mm256_permute4x64_pd(v, 0xD8));
+                    let v = pairs_in_order(_mm256_max_ps(acc, weights.floor));
                     _mm256_storeu_ps(self.out.add(y * self.ow), v)
                 };
                 weights.stride2_rows((h, oh), taps, store);

@@ -124,6 +124,7 @@ impl MaxPool3x3 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
+    use crate::kernels::depthwise::avx2::pairs_in_order;
     use std::arch::x86_64::*;
 
     /// All output rows of one plane from its -inf-bordered copy (rows `wp` apart), in
@@ -164,11 +165,7 @@ mod avx2 {
                     _mm256_max_ps(row_max(p), row_max(p.add(wp))),
                     row_max(p.add(2 * wp)),
                 );
-                let m = if stride == 1 {
-                    m
-                } else {
-                    _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(m), 0xD8))
-                };
+                let m = if stride == 1 { m } else { pairs_in_order(m) };
                 _mm256_storeu_ps(out.add(oy * ow + x0), m);
                 x += 8;
             }
