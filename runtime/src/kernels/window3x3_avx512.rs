@@ -85,15 +85,14 @@ impl ColumnBlock {
     }
 }
 
-/// One kernel row's products summed: `t[0] k[0] + t[1] k[1] + t[2] k[2]`.
+/// `acc` plus one kernel row's products, `acc + t[0] k[0] + t[1] k[1] + t[2] k[2]`, as
+/// one chain of multiply-adds (no separate product to add).
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn row_products(t: [__m512; 3], k: &[__m512]) -> __m512 {
-    _mm512_fmadd_ps(
-        t[2],
-        k[2],
-        _mm512_fmadd_ps(t[1], k[1], _mm512_mul_ps(t[0], k[0])),
-    )
+unsafe fn accumulate_row(acc: __m512, t: [__m512; 3], k: &[__m512]) -> __m512 {
+    let acc = _mm512_fmadd_ps(t[0], k[0], acc);
+    let acc = _mm512_fmadd_ps(t[1], k[1], acc);
+    _mm512_fmadd_ps(t[2], k[2], acc)
 }
 
 /// One plane: `out` (`oh x ow`) from `input` (`h x w`), with `params` = k0..k8, bias,
@@ -162,16 +161,11 @@ unsafe fn stride1_rows(
     let mut current = bias;
     for iy in 0..h {
         let t = taps(iy);
-        let (p0, p1, p2) = (
-            row_products(t, &k[0..3]),
-            row_products(t, &k[3..6]),
-            row_products(t, &k[6..9]),
-        );
         if iy > 0 {
-            store(iy - 1, _mm512_add_ps(above, p2));
+            store(iy - 1, accumulate_row(above, t, &k[6..9]));
         }
-        above = _mm512_add_ps(current, p1);
-        current = _mm512_add_ps(bias, p0);
+        above = accumulate_row(current, t, &k[3..6]);
+        current = accumulate_row(bias, t, &k[0..3]);
     }
     // The last row's kernel row 2 reads the bottom padding.
     store(h - 1, above);
