@@ -667,8 +667,8 @@ pub(super) mod avx2 {
         }
 
         /// `acc` plus kernel row `r`'s products of one input row's taps, as one chain of
-        /// multiply-adds: no separate product to add, so one register fewer is live and
-        /// all nine weights stay in registers (16 ymm).
+        /// multiply-adds: no separate product to add, so one register fewer is live (in
+        /// the unmasked column blocks all nine weights then fit the 16 ymm registers).
         #[inline]
         #[target_feature(enable = "avx2,fma")]
         unsafe fn accumulate(&self, acc: __m256, t: &[__m256; 3], r: usize) -> __m256 {

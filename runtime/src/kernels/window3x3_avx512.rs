@@ -355,19 +355,14 @@ unsafe fn stride2_rows<const V: usize>(
         let mut acc = carried;
         let [l, c, r] = taps(2 * oy);
         for v in 0..V {
-            acc[v] = _mm512_fmadd_ps(l[v], k[3], acc[v]);
-            acc[v] = _mm512_fmadd_ps(c[v], k[4], acc[v]);
-            acc[v] = _mm512_fmadd_ps(r[v], k[5], acc[v]);
+            acc[v] = accumulate_row(acc[v], [l[v], c[v], r[v]], &k[3..6]);
         }
         if 2 * oy + 1 < h {
             let [l, c, r] = taps(2 * oy + 1);
             for v in 0..V {
-                acc[v] = _mm512_fmadd_ps(l[v], k[6], acc[v]);
-                acc[v] = _mm512_fmadd_ps(c[v], k[7], acc[v]);
-                acc[v] = _mm512_fmadd_ps(r[v], k[8], acc[v]);
-                let next = _mm512_fmadd_ps(l[v], k[0], bias);
-                let next = _mm512_fmadd_ps(c[v], k[1], next);
-                carried[v] = _mm512_fmadd_ps(r[v], k[2], next);
+                let t = [l[v], c[v], r[v]];
+                acc[v] = accumulate_row(acc[v], t, &k[6..9]);
+                carried[v] = accumulate_row(bias, t, &k[0..3]);
             }
         }
         store(oy, acc);
