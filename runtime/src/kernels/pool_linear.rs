@@ -168,7 +168,9 @@ impl PackedPoolLinear {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    /// Sum of a plane: four vector accumulators, then the scalar rest.
+    /// Sum of a plane: four vector accumulators, then whole vectors of the rest, then
+    /// the scalar rest (at most 7: a 7x7 plane is 32 + 2 x 8 + 1, not 32 + 17 scalar
+    /// adds in one dependent chain).
     ///
     /// # Safety
     /// AVX2 and FMA available.
@@ -181,10 +183,15 @@ mod avx2 {
                 *a = _mm256_add_ps(*a, _mm256_loadu_ps(block.as_ptr().add(8 * i)));
             }
         }
+        let mut vectors = blocks.remainder().chunks_exact(8);
+        // At most three vectors remain, one per accumulator.
+        for (v, a) in (&mut vectors).zip(acc.iter_mut()) {
+            *a = _mm256_add_ps(*a, _mm256_loadu_ps(v.as_ptr()));
+        }
         let total = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
         let mut lanes = [0f32; 8];
         _mm256_storeu_ps(lanes.as_mut_ptr(), total);
-        lanes.iter().sum::<f32>() + blocks.remainder().iter().sum::<f32>()
+        lanes.iter().sum::<f32>() + vectors.remainder().iter().sum::<f32>()
     }
 
     /// 16 logits: `out = bias + sum_k w[k][..16] * pooled[k]`. The first and second
