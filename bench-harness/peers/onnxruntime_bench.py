@@ -30,6 +30,15 @@ it puts edgebench's own medians beside onnxruntime's: a markdown table of
 tract / edge / onnxruntime and the edge/onnxruntime ratio (below 1: ours is faster).
 Results go to --json (schema edgebench/peer-onnxruntime/v1), never overwriting a file.
 
+On a shared or virtual machine whose speed drifts from minute to minute, medians taken
+minutes apart differ by more than the runtimes do. --paired R measures each model on
+both runtimes back to back, R rounds in turn (onnxruntime first in every other round),
+running the edgebench binary (--edgebench, default target/release/edgebench; build it
+with cargo build --release -p bench-harness) for its half of each round, and reports
+the median of the R per-round ratios and their range:
+
+    .venv/bin/python bench-harness/peers/onnxruntime_bench.py --paired 5 --min-time 1
+
 With --profile N it also runs each model N more times under onnxruntime's own profiler
 and prints where its time goes, per node and per operator type, to set beside
 `edgebench profile <model> --engine edge --nodes`. The per-node means go into the JSON
@@ -42,6 +51,7 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -160,6 +170,90 @@ def write_new(path, text):
     os.replace(tmp, path)
 
 
+def edgebench_round(binary, engine, name, args):
+    """One `edgebench run` of one model: (median ms, the kernels' ISA) from its report."""
+    with tempfile.TemporaryDirectory(prefix="peer-edgebench-") as directory:
+        report = os.path.join(directory, "report.json")
+        command = [
+            binary, "run", "--engine", engine, "--models", name,
+            "--model-dir", args.model_dir, "--no-export", "--no-counters", "-q",
+            "--min-runs", str(args.min_runs), "--min-time", str(args.min_time),
+            "--warmup-runs", str(args.warmup), "--warmup-time", "0", "--json", report,
+        ]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True)
+        except OSError as e:
+            die(f"{binary}: cannot run edgebench: {e} "
+                "(build it: cargo build --release -p bench-harness, or pass --edgebench)")
+        if done.returncode != 0:
+            die(f"{binary}: edgebench run of {name} failed (exit {done.returncode}): "
+                f"{done.stderr.strip()[-2000:]}")
+        with open(report) as f:
+            doc = json.load(f)
+    model = doc["models"][0]
+    isa = next(
+        (k.get("edge_isa") for k in doc["environment"].get("kernels", [])
+         if k.get("engine") == engine),
+        None,
+    )
+    return model["stats"]["median_ms"], isa
+
+
+def paired(session, name, feed, args):
+    """`--paired` rounds of one model: edgebench and onnxruntime back to back."""
+    rounds, samples, isa = [], [], None
+    for i in range(args.paired):
+        order = ["edge", "ort"] if i % 2 == 0 else ["ort", "edge"]
+        round_ = {}
+        for side in order:
+            if side == "edge":
+                round_["edge_ms"], isa = edgebench_round(args.edgebench, args.paired_engine, name, args)
+            else:
+                r = measure(session, name, feed, args.warmup, args.min_runs, args.min_time)
+                samples += r["samples_ms"]
+                round_["onnxruntime_ms"] = r["median_ms"]
+        round_["ratio"] = round_["edge_ms"] / round_["onnxruntime_ms"]
+        rounds.append(round_)
+        print(f"{name}: round {i + 1}/{args.paired}: {args.paired_engine} {round_['edge_ms']:.3f} ms, "
+              f"onnxruntime {round_['onnxruntime_ms']:.3f} ms, ratio {round_['ratio']:.3f}",
+              file=sys.stderr)
+    ratios = [r["ratio"] for r in rounds]
+    lo, hi = median_interval(samples)
+    return {
+        "name": name,
+        "median_ms": statistics.median(samples),
+        "ci95_median_ms": [lo, hi],
+        "mean_ms": statistics.fmean(samples),
+        "min_ms": min(samples),
+        "runs": len(samples),
+        "samples_ms": samples,
+        "paired": {
+            "engine": args.paired_engine,
+            "edge_isa": isa,
+            "edgebench_median_ms": statistics.median(r["edge_ms"] for r in rounds),
+            "onnxruntime_median_ms": statistics.median(r["onnxruntime_ms"] for r in rounds),
+            "median_ratio": statistics.median(ratios),
+            "min_ratio": min(ratios),
+            "max_ratio": max(ratios),
+            "rounds": rounds,
+        },
+    }
+
+
+def print_paired(results, rounds):
+    engine = results[0]["paired"]["engine"] if results else "edge"
+    isa = results[0]["paired"]["edge_isa"] if results else None
+    print(f"Paired rounds: {engine} engine" + (f" ({isa} kernels)" if isa else "")
+          + f" and onnxruntime back to back, {rounds} rounds per model")
+    print(f"| model | {engine} ms | onnxruntime ms | {engine} / onnxruntime, median "
+          f"| range of the {rounds} |")
+    print("|---|---:|---:|---:|---:|")
+    for r in results:
+        p = r["paired"]
+        print(f"| {r['name']} | {p['edgebench_median_ms']:.3f} | {p['onnxruntime_median_ms']:.3f} "
+              f"| {p['median_ratio']:.2f} | {p['min_ratio']:.2f}-{p['max_ratio']:.2f} |")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model-dir", default="models/onnx")
@@ -181,10 +275,36 @@ def main():
         help="also profile N inferences per model with onnxruntime's profiler and print "
         "its time per node and per operator type",
     )
+    ap.add_argument(
+        "--paired",
+        type=int,
+        default=0,
+        metavar="R",
+        help="measure each model R times on edgebench and onnxruntime back to back and "
+        "report the median and range of the per-round ratios",
+    )
+    ap.add_argument(
+        "--edgebench",
+        default=os.path.join("target", "release", "edgebench"),
+        help="the edgebench binary that --paired runs [default: target/release/edgebench]",
+    )
+    ap.add_argument(
+        "--paired-engine",
+        choices=["edge", "tract"],
+        default="edge",
+        help="the engine --paired measures on the edgebench side [default: edge]",
+    )
     ap.add_argument("--json", help="write the results here (never overwritten)")
     args = ap.parse_args()
     if args.profile < 0:
         die(f"--profile {args.profile}: the number of profiled runs cannot be negative")
+    if args.paired < 0:
+        die(f"--paired {args.paired}: the number of rounds cannot be negative")
+    if args.paired and args.edgebench_json:
+        die("--paired measures edgebench itself: leave out --edgebench-json")
+    if args.paired and not os.path.isfile(args.edgebench):
+        die(f"{args.edgebench}: no edgebench binary "
+            "(build it: cargo build --release -p bench-harness, or pass --edgebench)")
 
     try:
         import numpy as np
@@ -216,22 +336,19 @@ def main():
         inp = session.get_inputs()[0]
         shape = [d if isinstance(d, int) else 1 for d in inp.shape]
         feed = {inp.name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
-        r = measure(session, name, feed, args.warmup, args.min_runs, args.min_time)
+        if args.paired:
+            r = paired(session, name, feed, args)
+        else:
+            r = measure(session, name, feed, args.warmup, args.min_runs, args.min_time)
         print(f"{name}: {r['median_ms']:.3f} ms median ({r['runs']} runs)", file=sys.stderr)
         if args.profile:
             r["profile"] = profile(ort, options, path, feed, args.profile)
         results.append(r)
 
-    print("| model | tract ms | edge ms | onnxruntime ms (95% CI) | edge / onnxruntime |")
-    print("|---|---:|---:|---:|---:|")
-    for r in results:
-        tract = ours.get((r["name"], "tract"))
-        edge = ours.get((r["name"], "edge"))
-        fmt = lambda v: "-" if v is None else f"{v:.3f}"
-        ratio = "-" if edge is None else f"{edge / r['median_ms']:.2f}"
-        lo, hi = r["ci95_median_ms"]
-        print(f"| {r['name']} | {fmt(tract)} | {fmt(edge)} | "
-              f"{r['median_ms']:.3f} ({lo:.3f}-{hi:.3f}) | {ratio} |")
+    if args.paired:
+        print_paired(results, args.paired)
+    else:
+        print_table(results, ours)
     for r in results:
         if "profile" in r:
             print_profile(r["name"], r["profile"])
@@ -247,6 +364,19 @@ def main():
             "models": results,
         }
         write_new(args.json, json.dumps(doc, indent=2) + "\n")
+
+
+def print_table(results, ours):
+    print("| model | tract ms | edge ms | onnxruntime ms (95% CI) | edge / onnxruntime |")
+    print("|---|---:|---:|---:|---:|")
+    for r in results:
+        tract = ours.get((r["name"], "tract"))
+        edge = ours.get((r["name"], "edge"))
+        fmt = lambda v: "-" if v is None else f"{v:.3f}"
+        ratio = "-" if edge is None else f"{edge / r['median_ms']:.2f}"
+        lo, hi = r["ci95_median_ms"]
+        print(f"| {r['name']} | {fmt(tract)} | {fmt(edge)} | "
+              f"{r['median_ms']:.3f} ({lo:.3f}-{hi:.3f}) | {ratio} |")
 
 
 if __name__ == "__main__":

@@ -203,6 +203,105 @@ fn onnxruntime_peer_profiles_its_time_per_node_and_operator() {
     assert!(text(&o).contains("--profile -1"), "{}", text(&o));
 }
 
+/// `--paired R`: the script runs the real `edgebench` binary and onnxruntime back to
+/// back, R rounds per model, and reports the per-round ratios and their median and range.
+#[test]
+fn onnxruntime_peer_pairs_rounds_with_edgebench() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = "fd_mobilenet_0.25";
+    let models = dir.path().join("models");
+    model_zoo::export_models(&models, Some(&[model.to_string()]), &Default::default()).unwrap();
+    let script = workspace().join("bench-harness/peers/onnxruntime_bench.py");
+    let peer_json = dir.path().join("paired.json");
+    let paired = |edgebench: &Path, extra: &[&str], json: &Path| {
+        Command::new(python())
+            .arg(&script)
+            .arg("--model-dir")
+            .arg(&models)
+            .args(["--models", model, "--min-runs", "3", "--min-time", "0"])
+            .args(["--warmup", "1", "--paired", "3", "--edgebench"])
+            .arg(edgebench)
+            .args(extra)
+            .arg("--json")
+            .arg(json)
+            .output()
+            .unwrap()
+    };
+    let edgebench = Path::new(env!("CARGO_BIN_EXE_edgebench"));
+    let o = paired(edgebench, &[], &peer_json);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    let peer: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&peer_json).unwrap()).unwrap();
+    let result = &peer["models"][0];
+    assert_eq!(result["name"], model);
+    let p = &result["paired"];
+    assert_eq!(p["engine"], "edge");
+    #[cfg(target_arch = "x86_64")]
+    assert!(
+        ["Avx512", "Avx2Fma"].contains(&p["edge_isa"].as_str().unwrap()),
+        "{p}"
+    );
+    let rounds = p["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 3, "{p}");
+    let mut ratios = Vec::new();
+    for r in rounds {
+        let (edge, ort) = (
+            r["edge_ms"].as_f64().unwrap(),
+            r["onnxruntime_ms"].as_f64().unwrap(),
+        );
+        assert!(edge > 0.0 && ort > 0.0, "{r}");
+        let ratio = r["ratio"].as_f64().unwrap();
+        assert!((ratio - edge / ort).abs() < 1e-9, "{r}");
+        ratios.push(ratio);
+    }
+    ratios.sort_by(f64::total_cmp);
+    assert_eq!(p["median_ratio"].as_f64().unwrap(), ratios[1], "{p}");
+    assert_eq!(p["min_ratio"].as_f64().unwrap(), ratios[0], "{p}");
+    assert_eq!(p["max_ratio"].as_f64().unwrap(), ratios[2], "{p}");
+    // onnxruntime's samples of all rounds are pooled: at least 3 runs per round.
+    assert!(result["runs"].as_u64().unwrap() >= 9, "{result}");
+
+    // The table's row: both medians and the ratio as printed from the report.
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("| {model} |")))
+        .unwrap_or_else(|| panic!("no row for {model}: {stdout}"));
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    assert_eq!(
+        cells[4],
+        format!("{:.2}", p["median_ratio"].as_f64().unwrap()),
+        "{row}"
+    );
+    assert_eq!(
+        cells[5],
+        format!("{:.2}-{:.2}", ratios[0], ratios[2]),
+        "{row}"
+    );
+
+    // A missing binary is named, with exit status 2 and no report written.
+    let missing = dir.path().join("no-such-edgebench");
+    let refused = dir.path().join("refused.json");
+    let o = paired(&missing, &[], &refused);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("{}: no edgebench binary", missing.display())),
+        "{}",
+        text(&o)
+    );
+    assert!(!refused.exists());
+    // --paired measures edgebench itself: a report to compare with is refused.
+    let o = paired(edgebench, &["--edgebench-json", "ours.json"], &refused);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("leave out --edgebench-json"),
+        "{}",
+        text(&o)
+    );
+    assert!(!refused.exists());
+}
+
 /// `peers/hide_avx512.c`, built with the system's gcc and preloaded into both runtimes:
 /// the edge engine's report names its AVX2 kernels, and onnxruntime runs under it. On a
 /// machine that cannot fault CPUID (no `cpuid_fault` in /proc/cpuinfo) it must refuse
