@@ -88,6 +88,11 @@ def measure(session, name, feed, warmup, min_runs, min_time):
         t0 = time.perf_counter()
         session.run(None, feed)
         samples.append((time.perf_counter() - t0) * 1e3)
+    return summary(name, samples)
+
+
+def summary(name, samples):
+    """One model's result: the statistics of its latency samples (ms)."""
     lo, hi = median_interval(samples)
     return {
         "name": name,
@@ -218,26 +223,18 @@ def paired(session, name, feed, args):
               f"onnxruntime {round_['onnxruntime_ms']:.3f} ms, ratio {round_['ratio']:.3f}",
               file=sys.stderr)
     ratios = [r["ratio"] for r in rounds]
-    lo, hi = median_interval(samples)
-    return {
-        "name": name,
-        "median_ms": statistics.median(samples),
-        "ci95_median_ms": [lo, hi],
-        "mean_ms": statistics.fmean(samples),
-        "min_ms": min(samples),
-        "runs": len(samples),
-        "samples_ms": samples,
-        "paired": {
-            "engine": args.paired_engine,
-            "edge_isa": isa,
-            "edgebench_median_ms": statistics.median(r["edge_ms"] for r in rounds),
-            "onnxruntime_median_ms": statistics.median(r["onnxruntime_ms"] for r in rounds),
-            "median_ratio": statistics.median(ratios),
-            "min_ratio": min(ratios),
-            "max_ratio": max(ratios),
-            "rounds": rounds,
-        },
+    result = summary(name, samples)
+    result["paired"] = {
+        "engine": args.paired_engine,
+        "edge_isa": isa,
+        "edgebench_median_ms": statistics.median(r["edge_ms"] for r in rounds),
+        "onnxruntime_median_ms": statistics.median(r["onnxruntime_ms"] for r in rounds),
+        "median_ratio": statistics.median(ratios),
+        "min_ratio": min(ratios),
+        "max_ratio": max(ratios),
+        "rounds": rounds,
     }
+    return result
 
 
 def print_paired(results, rounds):
