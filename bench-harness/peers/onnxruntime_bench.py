@@ -212,14 +212,14 @@ def paired(session, name, feed, args):
         round_ = {}
         for side in order:
             if side == "edge":
-                round_["edge_ms"], isa = edgebench_round(args.edgebench, args.paired_engine, name, args)
+                round_["edgebench_ms"], isa = edgebench_round(args.edgebench, args.paired_engine, name, args)
             else:
                 r = measure(session, name, feed, args.warmup, args.min_runs, args.min_time)
                 samples += r["samples_ms"]
                 round_["onnxruntime_ms"] = r["median_ms"]
-        round_["ratio"] = round_["edge_ms"] / round_["onnxruntime_ms"]
+        round_["ratio"] = round_["edgebench_ms"] / round_["onnxruntime_ms"]
         rounds.append(round_)
-        print(f"{name}: round {i + 1}/{args.paired}: {args.paired_engine} {round_['edge_ms']:.3f} ms, "
+        print(f"{name}: round {i + 1}/{args.paired}: {args.paired_engine} {round_['edgebench_ms']:.3f} ms, "
               f"onnxruntime {round_['onnxruntime_ms']:.3f} ms, ratio {round_['ratio']:.3f}",
               file=sys.stderr)
     ratios = [r["ratio"] for r in rounds]
@@ -227,7 +227,7 @@ def paired(session, name, feed, args):
     result["paired"] = {
         "engine": args.paired_engine,
         "edge_isa": isa,
-        "edgebench_median_ms": statistics.median(r["edge_ms"] for r in rounds),
+        "edgebench_median_ms": statistics.median(r["edgebench_ms"] for r in rounds),
         "onnxruntime_median_ms": statistics.median(r["onnxruntime_ms"] for r in rounds),
         "median_ratio": statistics.median(ratios),
         "min_ratio": min(ratios),

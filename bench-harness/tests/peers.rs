@@ -247,7 +247,7 @@ fn onnxruntime_peer_pairs_rounds_with_edgebench() {
     let mut ratios = Vec::new();
     for r in rounds {
         let (edge, ort) = (
-            r["edge_ms"].as_f64().unwrap(),
+            r["edgebench_ms"].as_f64().unwrap(),
             r["onnxruntime_ms"].as_f64().unwrap(),
         );
         assert!(edge > 0.0 && ort > 0.0, "{r}");
