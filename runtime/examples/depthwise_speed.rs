@@ -1,7 +1,8 @@
 //! Times the 3x3 depthwise convolution at the networks' layer shapes (channels, square
-//! map side, stride) on each vector path this CPU has.
+//! map side, stride) on each vector path this CPU has, planar and channels-last (`cl`).
 use edge_runtime::kernels::depthwise::Depthwise3x3;
 use edge_runtime::kernels::isa::Isa;
+use edge_runtime::kernels::DepthwiseChannelsLast;
 use std::time::Instant;
 fn main() {
     let shapes = [
@@ -55,6 +56,17 @@ fn main() {
                 macs / best / 1e9,
                 best * 1e6
             );
+            let last = DepthwiseChannelsLast::new(&w, &b, true);
+            let mut best = f64::MAX;
+            for _ in 0..5 {
+                let reps = 200;
+                let t = Instant::now();
+                for _ in 0..reps {
+                    last.run(isa, &x, hw, hw, s, &mut out);
+                }
+                best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+            }
+            line += &format!(" cl {:.1}", macs / best / 1e9);
         }
         println!("{line}");
     }

@@ -515,6 +515,11 @@ fn load_unguarded(
         model = crate::engine::rewrite_optimised(model)
             .map_err(tract_err("the edge engine rewrite"))?
             .0;
+        if channels_last_enabled() {
+            model = crate::engine::channels_last(model)
+                .map_err(tract_err("the edge engine's channels-last pass"))?
+                .0;
+        }
     }
     let run_options = tract_onnx::tract_core::runtime::RunOptions {
         executor,
@@ -543,6 +548,13 @@ fn load_unguarded(
 
 /// Every intermediate tensor must fit too: a Reshape or Resize can declare a huge output
 /// from a small input.
+/// Whether the edge engine keeps activations channels-last between the layers that are
+/// faster so (`crate::engine::channels_last`, x86 only). On unless the environment sets
+/// `EDGE_CHANNELS_LAST=0`: that switch exists to measure the difference in one build.
+fn channels_last_enabled() -> bool {
+    std::env::var_os("EDGE_CHANNELS_LAST").is_none_or(|v| v != "0")
+}
+
 fn check_typed_sizes(model: &TypedModel, what: &str) -> Result<(), RuntimeError> {
     for node in model.nodes() {
         for (ix, output) in node.outputs.iter().enumerate() {

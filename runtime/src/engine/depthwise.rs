@@ -1,7 +1,7 @@
 //! tract op running [`crate::kernels::Depthwise3x3`]: a 3x3 depthwise convolution
 //! (pad 1, stride 1 or 2, NCHW f32) with its BatchNorm/bias and ReLU folded in.
 
-use crate::kernels::{Depthwise3x3, Isa};
+use crate::kernels::{Depthwise3x3, DepthwiseChannelsLast, Isa};
 use tract_onnx::tract_core::internal::*;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,6 +12,10 @@ pub struct EdgeDepthwise3x3 {
     pub weights: Arc<Tensor>,
     /// `[channels]` f32: conv bias and BatchNorm shift.
     pub bias: Arc<Tensor>,
+    /// Set where [`crate::engine::channels_last`] keeps this layer's input and output
+    /// channels-last (`[N, H, W, C]` in memory, the shapes still NCHW): the weights laid
+    /// out for that kernel.
+    pub channels_last: Option<Arc<DepthwiseChannelsLast>>,
 }
 
 impl EdgeDepthwise3x3 {
@@ -49,11 +53,12 @@ impl Op for EdgeDepthwise3x3 {
 
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
-            "channels:{} stride:{} relu:{} kernel:{:?}",
+            "channels:{} stride:{} relu:{} kernel:{:?} channels-last:{}",
             self.channels(),
             self.stride,
             self.relu,
-            Isa::best()
+            Isa::best(),
+            self.channels_last.is_some()
         )])
     }
 
@@ -76,6 +81,17 @@ impl EvalOp for EdgeDepthwise3x3 {
         shape[rank - 1] = geometry.output_width();
         // SAFETY: the kernel writes every output element.
         let mut output = unsafe { Tensor::uninitialized::<f32>(&shape)? };
+        if let Some(kernel) = &self.channels_last {
+            kernel.run(
+                Isa::best(),
+                input.try_as_plain_ram()?.as_slice::<f32>()?,
+                geometry.height,
+                geometry.width,
+                self.stride,
+                output.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
+            );
+            return Ok(tvec!(output.into_tvalue()));
+        }
         geometry.run(
             input.try_as_plain_ram()?.as_slice::<f32>()?,
             self.weights.try_as_plain_ram()?.as_slice::<f32>()?,

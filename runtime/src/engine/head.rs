@@ -1,12 +1,14 @@
 //! tract op running [`crate::kernels::PackedPoolLinear`]: the global average pool and the
 //! fully connected classifier that follows it, as one op.
 
-use crate::kernels::{Isa, PackedPoolLinear};
+use crate::kernels::{Isa, Layout, PackedPoolLinear};
 use tract_onnx::tract_core::internal::*;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EdgePoolLinear {
     pub kernel: Arc<PackedPoolLinear>,
+    /// How the input lies in memory (its shape stays NCHW).
+    pub layout: Layout,
 }
 
 impl EdgePoolLinear {
@@ -34,10 +36,11 @@ impl Op for EdgePoolLinear {
 
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
-            "channels:{} classes:{} kernel:{:?}",
+            "channels:{} classes:{} kernel:{:?} layout:{:?}",
             self.kernel.channels,
             self.kernel.classes,
-            Isa::best()
+            Isa::best(),
+            self.layout
         )])
     }
 
@@ -61,10 +64,12 @@ impl EvalOp for EdgePoolLinear {
         ensure!(plane > 0, "EdgePoolLinear: empty plane {shape:?}");
         let mut output = Tensor::zero::<f32>(&[images, self.kernel.classes])?;
         if images > 0 {
-            self.kernel.run(
+            self.kernel.run_layout(
+                Isa::best(),
                 input.try_as_plain_ram()?.as_slice::<f32>()?,
                 plane,
                 output.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
+                self.layout,
             );
         }
         Ok(tvec!(output.into_tvalue()))

@@ -13,19 +13,21 @@
 //! pools and residual joins get their own ops too. [`rewrite_optimised`] runs after the
 //! optimiser, for the ReLUs it leaves as a scalar pass.
 
+pub mod channels_last;
 pub mod depthwise;
 pub mod elementwise;
 pub mod head;
 pub mod maxpool;
 pub mod pointwise;
 
+pub use channels_last::channels_last;
 pub use depthwise::EdgeDepthwise3x3;
 pub use elementwise::{EdgeAddRelu, EdgeBiasRelu, EdgeRelu};
 pub use head::EdgePoolLinear;
 pub use maxpool::EdgeMaxPool3x3;
 pub use pointwise::{EdgeConv3x3s2, EdgePointwise};
 
-use crate::kernels::{Isa, PackedConv3x3s2, PackedPointwise, PackedPoolLinear};
+use crate::kernels::{Isa, Layout, Layouts, PackedConv3x3s2, PackedPointwise, PackedPoolLinear};
 
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::{OptBinByScalar, TypedBinOp};
@@ -266,6 +268,7 @@ fn average_pool_as_depthwise(model: &mut TypedModel, id: usize) -> TractResult<b
             .into_shape(&[channels, 9])?
             .into_arc_tensor(),
         bias: tensor1(&vec![0f32; channels]).into_arc_tensor(),
+        channels_last: None,
     };
     let name = format!("{}.edge_avg3x3", node.name);
     let data = node.inputs[0];
@@ -429,6 +432,7 @@ fn pointwise_conv(model: &mut TypedModel, id: usize) -> TractResult<bool> {
     );
     let op = EdgePointwise {
         kernel: Arc::new(kernel),
+        layouts: Layouts::default(),
     };
     let node = model.node(id);
     let (name, data) = (format!("{}.edge_pointwise", node.name), node.inputs[0]);
@@ -606,6 +610,7 @@ fn pool_linear(model: &mut TypedModel, id: usize) -> TractResult<bool> {
     let name = format!("{}.edge_pool_linear", linear.name);
     let op = EdgePoolLinear {
         kernel: Arc::new(kernel),
+        layout: Layout::Planar,
     };
     replace_by(model, &[data], op, name, tail)?;
     Ok(true)
@@ -753,6 +758,7 @@ fn pointwise_einsum(model: &mut TypedModel, id: usize) -> TractResult<bool> {
     }
     let op = EdgePointwise {
         kernel: Arc::new(kernel),
+        layouts: Layouts::default(),
     };
     wire = patch.wire_node(format!("{name}.edge_pointwise"), op, &[wire])?[0];
     if batch_out {
@@ -1023,6 +1029,7 @@ fn plan_depthwise(model: &TypedModel, id: usize) -> TractResult<Option<Depthwise
             .into_shape(&[channels, 9])?
             .into_arc_tensor(),
         bias: tensor1(&shift).into_arc_tensor(),
+        channels_last: None,
     };
     Ok(Some(DepthwisePlan {
         op,

@@ -3,12 +3,15 @@
 //! [`crate::kernels::PackedConv3x3s2`], the first layer; bias (folded BatchNorm) and ReLU
 //! fused in both.
 
-use crate::kernels::{Isa, PackedConv3x3s2, PackedPointwise};
+use crate::kernels::{Isa, Layouts, PackedConv3x3s2, PackedPointwise};
 use tract_onnx::tract_core::internal::*;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EdgePointwise {
     pub kernel: Arc<PackedPointwise>,
+    /// How the input and output lie in memory; the shapes stay NCHW either way (planar
+    /// unless [`crate::engine::channels_last`] chose otherwise).
+    pub layouts: Layouts,
 }
 
 /// Our convolutions accept `[N, C, H, W]` or, after declutter dropped a unit batch axis,
@@ -40,12 +43,14 @@ impl Op for EdgePointwise {
     fn info(&self) -> TractResult<Vec<String>> {
         let k = &self.kernel;
         Ok(vec![format!(
-            "groups:{} out/group:{} in/group:{} relu:{} kernel:{:?}",
+            "groups:{} out/group:{} in/group:{} relu:{} kernel:{:?} layouts:{:?}->{:?}",
             k.groups,
             k.rows,
             k.depth,
             k.relu,
-            Isa::best()
+            Isa::best(),
+            self.layouts.input,
+            self.layouts.output
         )])
     }
 
@@ -70,10 +75,18 @@ impl EvalOp for EdgePointwise {
         // SAFETY: the kernel writes every output element (none when the map is empty).
         let mut output = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
         if shape.iter().all(|&d| d > 0) {
-            self.kernel.run(
+            let imp = Isa::best();
+            ensure!(
+                self.layouts == Layouts::default()
+                    || self.kernel.channels_last_capable(imp, pixels),
+                "EdgePointwise: no channels-last path for {pixels} pixels on {imp:?}"
+            );
+            self.kernel.run_layouts(
+                imp,
                 input.try_as_plain_ram()?.as_slice::<f32>()?,
                 pixels,
                 output.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
+                self.layouts,
             );
         }
         Ok(tvec!(output.into_tvalue()))

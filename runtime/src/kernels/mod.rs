@@ -42,8 +42,10 @@ macro_rules! neon_row_end {
 
 pub mod conv3x3s2;
 pub mod depthwise;
+pub mod depthwise_channels_last;
 pub mod elementwise;
 pub mod isa;
+pub mod layout;
 pub mod maxpool;
 pub mod pointwise;
 #[cfg(target_arch = "x86_64")]
@@ -54,8 +56,10 @@ mod window3x3_avx512;
 
 pub use conv3x3s2::PackedConv3x3s2;
 pub use depthwise::{depthwise3x3, Depthwise3x3};
+pub use depthwise_channels_last::DepthwiseChannelsLast;
 pub use elementwise::{add_relu_in_place, bias_relu_in_place, relu_in_place};
 pub use isa::Isa;
+pub use layout::{Layout, Layouts};
 pub use maxpool::MaxPool3x3;
 pub use pointwise::PackedPointwise;
 pub use pool_linear::PackedPoolLinear;

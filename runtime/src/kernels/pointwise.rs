@@ -26,6 +26,7 @@
 //! fit 8- or 16-wide pixel vectors badly).
 
 use super::isa::{same_bits, Isa};
+use super::layout::Layouts;
 
 /// Output channels per tile: the tall block, and the short one that covers remainders of
 /// 2 and 4 exactly (every layer of the nine networks has a multiple of 2 channels).
@@ -183,7 +184,7 @@ impl PackedPointwise {
         assert_eq!(output.len(), input.len() / image_in * image_out);
         #[cfg(target_arch = "x86_64")]
         if super::pointwise_panels::suits(imp, pixels, self.depth) {
-            self.run_channel_panels(imp, input, pixels, output);
+            self.run_channel_panels(imp, input, pixels, output, Layouts::default());
             return;
         }
         let tiles = column_tiles(imp, pixels);
@@ -222,9 +223,60 @@ impl PackedPointwise {
 }
 
 impl PackedPointwise {
+    /// Whether [`PackedPointwise::run_layouts`] may take or give channels-last images on
+    /// `imp` at `pixels` pixels: the x86 channel panels run such a layer, one group.
+    pub fn channels_last_capable(&self, imp: Isa, pixels: usize) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return self.groups == 1
+            && imp.is_available()
+            && super::pointwise_panels::suits(imp, pixels, self.depth);
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (imp, pixels);
+            false
+        }
+    }
+
+    /// [`PackedPointwise::run_with`] on images laid out as `layouts` says (planar ones
+    /// `[channels][pixels]`, channels-last ones `[pixels][channels]`).
+    ///
+    /// Panics unless the layouts are planar or
+    /// [`PackedPointwise::channels_last_capable`] (a programming error).
+    pub fn run_layouts(
+        &self,
+        imp: Isa,
+        input: &[f32],
+        pixels: usize,
+        output: &mut [f32],
+        layouts: Layouts,
+    ) {
+        if layouts == Layouts::default() {
+            return self.run_with(imp, input, pixels, output);
+        }
+        assert!(
+            self.channels_last_capable(imp, pixels),
+            "no channels-last path for this layer on {imp:?}"
+        );
+        let image_in = self.input_channels() * pixels;
+        assert!(pixels > 0 && input.len().is_multiple_of(image_in));
+        assert_eq!(
+            output.len(),
+            input.len() / image_in * self.output_channels() * pixels
+        );
+        #[cfg(target_arch = "x86_64")]
+        self.run_channel_panels(imp, input, pixels, output, layouts);
+    }
+
     /// The channel-panel path: every image and group through `imp`'s panels.
     #[cfg(target_arch = "x86_64")]
-    fn run_channel_panels(&self, imp: Isa, input: &[f32], pixels: usize, output: &mut [f32]) {
+    fn run_channel_panels(
+        &self,
+        imp: Isa,
+        input: &[f32],
+        pixels: usize,
+        output: &mut [f32],
+        layouts: Layouts,
+    ) {
         let panels = self
             .channel_panels
             .iter()
@@ -249,6 +301,7 @@ impl PackedPointwise {
                     x,
                     pixels,
                     out,
+                    layouts,
                 )
             };
         }
@@ -921,6 +974,7 @@ mod neon {
 mod tests {
     use super::*;
     use crate::kernels::isa::test_pattern;
+    use crate::kernels::layout::Layout;
 
     /// Straight from the definition, in f64.
     #[allow(clippy::too_many_arguments)]
@@ -975,8 +1029,63 @@ mod tests {
                         "{imp:?} g{groups} m{rows} k{depth} n{pixels} relu {relu} at {i}: {a} != {e}"
                     );
                 }
+                if !packed.channels_last_capable(imp, pixels) {
+                    continue;
+                }
+                // Where the panels run the layer: every mix of planar and channels-last.
+                for layouts in channels_last_mixes() {
+                    let pick = |layout, planar: &[f32], channels| match layout {
+                        Layout::Planar => planar.to_vec(),
+                        Layout::ChannelsLast => channels_last(planar, channels, pixels),
+                    };
+                    let x = pick(layouts.input, &input, depth);
+                    let want = pick(layouts.output, &expected, rows);
+                    let mut got = vec![f32::NAN; want.len()];
+                    packed.run_layouts(imp, &x, pixels, &mut got, layouts);
+                    for (i, (e, a)) in want.iter().zip(&got).enumerate() {
+                        assert!(
+                            (e - a).abs() <= 1e-5 * (1.0 + e.abs()) * (depth as f32).sqrt(),
+                            "{imp:?} {layouts:?} m{rows} k{depth} n{pixels} relu {relu} at {i}: {a} != {e}"
+                        );
+                    }
+                }
             }
         }
+    }
+
+    /// The layouts other than planar to planar.
+    fn channels_last_mixes() -> [Layouts; 3] {
+        let (p, c) = (Layout::Planar, Layout::ChannelsLast);
+        [(p, c), (c, p), (c, c)].map(|(input, output)| Layouts { input, output })
+    }
+
+    /// Planar images (`[channels][pixels]` each) as channels-last ones.
+    fn channels_last(planar: &[f32], channels: usize, pixels: usize) -> Vec<f32> {
+        planar
+            .chunks_exact(channels * pixels)
+            .flat_map(|x| {
+                (0..channels * pixels).map(move |i| x[(i % channels) * pixels + i / channels])
+            })
+            .collect()
+    }
+
+    #[test]
+    fn channels_last_needs_the_panels() {
+        let layer = PackedPointwise::new(&[1.0; 6], &[0.0; 3], 1, 3, 2, false);
+        // Large maps of shallow layers take the pixel tiles; grouped layers stay planar.
+        assert!(!layer.channels_last_capable(Isa::best(), 3136));
+        let grouped = PackedPointwise::new(&[1.0; 3 * 4 * 128], &[0.0; 12], 3, 4, 128, false);
+        assert!(!grouped.channels_last_capable(Isa::best(), 49));
+        #[cfg(target_arch = "x86_64")]
+        if Isa::Avx2Fma.is_available() {
+            // Depth 2: below the AVX2 panels' depth even on a 7x7 map.
+            assert!(!layer.channels_last_capable(Isa::Avx2Fma, 49));
+            let deep = PackedPointwise::new(&[1.0; 3 * 256], &[0.0; 3], 1, 3, 256, false);
+            assert!(deep.channels_last_capable(Isa::Avx2Fma, 49));
+            assert!(deep.channels_last_capable(Isa::Avx2Fma, 196));
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        assert!(!layer.channels_last_capable(Isa::best(), 49));
     }
 
     #[test]

@@ -16,8 +16,14 @@
 //! The weights are packed once more for this path (`[k][panel]`, zero-padded to whole
 //! vectors). A tile ends transposed (channels along the vector); it goes to the NCHW
 //! output through a transpose in registers and a store of each channel's pixels.
+//!
+//! Either side may instead be channels-last (`[pixels][channels]`, see [`Layout`]), as
+//! the engine keeps the activations between such layers: a channels-last input is read
+//! in place (each pixel's `k` contiguous, no strips), and a channels-last output takes
+//! one plain store per vector, no transpose (which costs 2-12 % of these layers).
 
 use super::isa::Isa;
+use super::layout::{Layout, Layouts};
 
 /// Floats per 64-byte cache line: the weight panels are prefetched a line per step of `k`.
 const LINE_FLOATS: usize = 16;
@@ -96,7 +102,8 @@ impl ChannelPanels {
         self.isa
     }
 
-    /// One group of one image: `x` is `[depth][pixels]`, `out` `[rows][pixels]`.
+    /// One group of one image: `x` is `[depth][pixels]`, `out` `[rows][pixels]`, or
+    /// `[pixels][depth]` and `[pixels][rows]` where `layouts` says channels-last.
     ///
     /// # Safety
     /// The panels' instruction set is available; `x` and `out` hold exactly the group's
@@ -111,6 +118,7 @@ impl ChannelPanels {
         x: &[f32],
         pixels: usize,
         out: &mut [f32],
+        layouts: Layouts,
     ) {
         assert_eq!(x.len(), depth * pixels);
         assert_eq!(out.len(), rows * pixels);
@@ -120,7 +128,9 @@ impl ChannelPanels {
         // two) per step of `k`, `pixels` floats apart; each panel streams the strips from L2.
         // SAFETY (caller: the ISA): x holds depth * pixels floats (asserted); AVX2 tiles
         // are at most 8 pixels wide.
-        let strips = (self.isa == Isa::Avx2Fma)
+        let x_last = layouts.input == Layout::ChannelsLast;
+        let out_last = layouts.output == Layout::ChannelsLast;
+        let strips = (self.isa == Isa::Avx2Fma && !x_last)
             .then(|| unsafe { pixel_strips(x, depth, pixels, self.tile_pixels) });
         let panels = &self.packed[group * self.group_floats..][..self.group_floats];
         let bias = &self.bias[group * self.padded_rows..][..self.padded_rows];
@@ -148,19 +158,29 @@ impl ChannelPanels {
                     bias: bias[first..].as_ptr(),
                     floor,
                     x: match &strips {
+                        _ if x_last => x.as_ptr().add(start * depth),
                         Some(strips) => strips.as_ptr().add(start * depth),
                         None => x.as_ptr().add(start),
                     },
-                    x_stride: if strips.is_some() { cols } else { pixels },
-                    stride: pixels,
-                    out: out.as_mut_ptr().add(first * pixels + start),
+                    x_stride: match &strips {
+                        _ if x_last => 1,
+                        Some(_) => cols,
+                        None => pixels,
+                    },
+                    x_pixel_stride: depth,
+                    stride: if out_last { rows } else { pixels },
+                    out: if out_last {
+                        out.as_mut_ptr().add(start * rows + first)
+                    } else {
+                        out.as_mut_ptr().add(first * pixels + start)
+                    },
                     real,
                     whole_vector: start + 8 <= pixels,
                 };
                 let kernel = if self.isa == Isa::Avx512 {
-                    avx512::tile_kernel(width / lanes, cols)
+                    avx512::tile_kernel(width / lanes, cols, x_last, out_last)
                 } else {
-                    avx2::tile_kernel(width / lanes, cols)
+                    avx2::tile_kernel(width / lanes, cols, x_last, out_last)
                 };
                 kernel(&args);
             }
@@ -267,9 +287,12 @@ struct TileArgs {
     /// Row 0 of the input at the tile's first pixel; rows `x_stride` apart.
     x: *const f32,
     x_stride: usize,
-    /// Floats from one output row to the next.
+    /// Channels-last input only: floats from one pixel to the next.
+    x_pixel_stride: usize,
+    /// Floats from one output row to the next (channels-last: one pixel to the next).
     stride: usize,
-    /// The first channel's output row at the tile's first pixel.
+    /// The first channel's output row at the tile's first pixel (channels-last: the
+    /// tile's first pixel at the first channel).
     out: *mut f32,
     /// Channels to write.
     real: usize,
@@ -280,27 +303,43 @@ struct TileArgs {
 
 type TileFn = unsafe fn(&TileArgs);
 
-/// Picks `tile::<V, P>` for `vectors` vectors of channels by `cols` (1-7) pixels.
+/// Picks `tile::<V, P, XL, OL>` for `vectors` vectors of channels by `cols` (1-7)
+/// pixels, the input (`XL`) and output (`OL`) channels-last or not.
 macro_rules! tile_kernel {
     ($max_vectors:literal) => {
-        pub(super) fn tile_kernel(vectors: usize, cols: usize) -> super::TileFn {
+        pub(super) fn tile_kernel(
+            vectors: usize,
+            cols: usize,
+            x_last: bool,
+            out_last: bool,
+        ) -> super::TileFn {
             macro_rules! by_cols {
-                ($v:literal) => {
+                ($v:literal, $xl:literal, $ol:literal) => {
                     match cols {
-                        1 => tile::<$v, 1>,
-                        2 => tile::<$v, 2>,
-                        3 => tile::<$v, 3>,
-                        4 => tile::<$v, 4>,
-                        5 => tile::<$v, 5>,
-                        6 => tile::<$v, 6>,
-                        _ => tile::<$v, 7>,
+                        1 => tile::<$v, 1, $xl, $ol>,
+                        2 => tile::<$v, 2, $xl, $ol>,
+                        3 => tile::<$v, 3, $xl, $ol>,
+                        4 => tile::<$v, 4, $xl, $ol>,
+                        5 => tile::<$v, 5, $xl, $ol>,
+                        6 => tile::<$v, 6, $xl, $ol>,
+                        _ => tile::<$v, 7, $xl, $ol>,
                     }
                 };
             }
-            match vectors.min($max_vectors) {
-                1 => by_cols!(1),
-                2 => by_cols!(2),
-                _ => by_cols!($max_vectors),
+            macro_rules! by_vectors {
+                ($xl:literal, $ol:literal) => {
+                    match vectors.min($max_vectors) {
+                        1 => by_cols!(1, $xl, $ol),
+                        2 => by_cols!(2, $xl, $ol),
+                        _ => by_cols!($max_vectors, $xl, $ol),
+                    }
+                };
+            }
+            match (x_last, out_last) {
+                (false, false) => by_vectors!(false, false),
+                (false, true) => by_vectors!(false, true),
+                (true, false) => by_vectors!(true, false),
+                (true, true) => by_vectors!(true, true),
             }
         }
     };
@@ -315,15 +354,19 @@ mod avx512 {
     tile_kernel!(3);
 
     /// `V` vectors of output channels by `P` pixels: for the first `real` channels `c`,
-    /// `out[c][p] = max(floor, bias[c] + sum_k w[k][c] * x[k][p])`, rows of `x` and `out`
-    /// both `stride` floats apart.
+    /// `out[c][p] = max(floor, bias[c] + sum_k w[k][c] * x[k][p])`, rows of `x`
+    /// `x_stride` and of `out` `stride` floats apart; channels-last input (`XL`) has its
+    /// pixels `x_pixel_stride` apart, channels-last output (`OL`) `stride`.
     ///
     /// # Safety
     /// AVX-512F available; `w` readable for `depth * 16 V` floats, `bias` for `16 V`, `x`
-    /// for `P` floats in each of `depth` rows, `out` writable for `P` floats in each of
-    /// `real <= 16 V` rows.
+    /// for `P` floats in each of `depth` rows (or `depth` in each of `P` pixels), `out`
+    /// writable for `P` floats in each of `real <= 16 V` rows (or `real` in each of `P`
+    /// pixels).
     #[target_feature(enable = "avx512f")]
-    unsafe fn tile<const V: usize, const P: usize>(args: &TileArgs) {
+    unsafe fn tile<const V: usize, const P: usize, const XL: bool, const OL: bool>(
+        args: &TileArgs,
+    ) {
         let TileArgs {
             w,
             prefetch,
@@ -332,11 +375,13 @@ mod avx512 {
             floor,
             x,
             x_stride,
+            x_pixel_stride,
             stride,
             out,
             real,
             ..
         } = *args;
+        let pixel_step = if XL { x_pixel_stride } else { 1 };
         let init: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(bias.add(LANES * v)));
         let mut acc = [init; P];
         let (mut xp, mut wp) = (x, w);
@@ -344,7 +389,7 @@ mod avx512 {
             let wv: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(wp.add(LANES * v)));
             _mm_prefetch::<_MM_HINT_T1>(prefetch.wrapping_add(super::LINE_FLOATS * k) as *const i8);
             for (p, row) in acc.iter_mut().enumerate() {
-                let xb = _mm512_set1_ps(*xp.add(p));
+                let xb = _mm512_set1_ps(*xp.add(p * pixel_step));
                 for (a, &wv) in row.iter_mut().zip(&wv) {
                     *a = _mm512_fmadd_ps(wv, xb, *a);
                 }
@@ -353,6 +398,22 @@ mod avx512 {
             wp = wp.add(LANES * V);
         }
         let floor = _mm512_set1_ps(floor);
+        if OL {
+            for (p, pixel) in acc.iter().enumerate() {
+                let dst = out.add(p * stride);
+                for (v, &a) in pixel.iter().enumerate() {
+                    let channels = real.saturating_sub(LANES * v).min(LANES);
+                    let a = _mm512_max_ps(a, floor);
+                    if channels == LANES {
+                        _mm512_storeu_ps(dst.add(LANES * v), a);
+                    } else if channels > 0 {
+                        let mask = ((1u32 << channels) - 1) as __mmask16;
+                        _mm512_mask_storeu_ps(dst.add(LANES * v), mask, a);
+                    }
+                }
+            }
+            return;
+        }
         for v in 0..V {
             let channels = real.saturating_sub(LANES * v).min(LANES);
             // Vector v of every pixel, padded to 8 pixels.
@@ -440,14 +501,18 @@ mod avx2 {
     tile_kernel!(2);
 
     /// `V` vectors of output channels by `P` pixels, as the AVX-512 tile: for the first
-    /// `real` channels `c`, `out[c][p] = max(floor, bias[c] + sum_k w[k][c] * x[k][p])`.
+    /// `real` channels `c`, `out[c][p] = max(floor, bias[c] + sum_k w[k][c] * x[k][p])`,
+    /// either side channels-last likewise (`XL`, `OL`).
     ///
     /// # Safety
     /// AVX2 and FMA available; `w` readable for `depth * 8 V` floats, `bias` for `8 V`,
-    /// `x` for `P` floats in each of `depth` rows, `out` writable for `P` floats in each
-    /// of `real <= 8 V` rows, and for 8 if `whole_vector`.
+    /// `x` for `P` floats in each of `depth` rows (or `depth` in each of `P` pixels),
+    /// `out` writable for `P` floats in each of `real <= 8 V` rows, and for 8 if
+    /// `whole_vector` (or for `real` in each of `P` pixels).
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn tile<const V: usize, const P: usize>(args: &TileArgs) {
+    unsafe fn tile<const V: usize, const P: usize, const XL: bool, const OL: bool>(
+        args: &TileArgs,
+    ) {
         let TileArgs {
             w,
             prefetch,
@@ -456,11 +521,13 @@ mod avx2 {
             floor,
             x,
             x_stride,
+            x_pixel_stride,
             stride,
             out,
             real,
             whole_vector,
         } = *args;
+        let pixel_step = if XL { x_pixel_stride } else { 1 };
         let init: [__m256; V] = std::array::from_fn(|v| _mm256_loadu_ps(bias.add(LANES * v)));
         let mut acc = [init; P];
         let (mut xp, mut wp) = (x, w);
@@ -468,7 +535,7 @@ mod avx2 {
             let wv: [__m256; V] = std::array::from_fn(|v| _mm256_loadu_ps(wp.add(LANES * v)));
             _mm_prefetch::<_MM_HINT_T1>(prefetch.wrapping_add(super::LINE_FLOATS * k) as *const i8);
             for (p, row) in acc.iter_mut().enumerate() {
-                let xb = _mm256_set1_ps(*xp.add(p));
+                let xb = _mm256_set1_ps(*xp.add(p * pixel_step));
                 for (a, &wv) in row.iter_mut().zip(&wv) {
                     *a = _mm256_fmadd_ps(wv, xb, *a);
                 }
@@ -477,6 +544,25 @@ mod avx2 {
             wp = wp.add(LANES * V);
         }
         let floor = _mm256_set1_ps(floor);
+        if OL {
+            for (p, pixel) in acc.iter().enumerate() {
+                let dst = out.add(p * stride);
+                for (v, &a) in pixel.iter().enumerate() {
+                    let channels = real.saturating_sub(LANES * v).min(LANES);
+                    let a = _mm256_max_ps(a, floor);
+                    if channels == LANES {
+                        _mm256_storeu_ps(dst.add(LANES * v), a);
+                    } else if channels > 0 {
+                        let mask = _mm256_cmpgt_epi32(
+                            _mm256_set1_epi32(channels as i32),
+                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                        );
+                        _mm256_maskstore_ps(dst.add(LANES * v), mask, a);
+                    }
+                }
+            }
+            return;
+        }
         // Lanes 0..P, for tiles too near the end of their rows for a whole vector.
         let tail = _mm256_cmpgt_epi32(
             _mm256_set1_epi32(P as i32),

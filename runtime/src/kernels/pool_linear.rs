@@ -8,6 +8,7 @@
 //! is two contiguous loads and four multiply-adds by the pooled value as a scalar.
 
 use super::isa::{same_bits, Isa};
+use super::layout::Layout;
 
 /// Logits per tile.
 const TILE: usize = 16;
@@ -84,6 +85,18 @@ impl PackedPoolLinear {
     /// Panics if the slice lengths do not match or `imp` is unavailable (callers validate
     /// shapes first; these are programming errors).
     pub fn run_with(&self, imp: Isa, input: &[f32], plane: usize, output: &mut [f32]) {
+        self.run_layout(imp, input, plane, output, Layout::Planar)
+    }
+
+    /// Same as [`PackedPoolLinear::run_with`] on images laid out as `layout` says.
+    pub fn run_layout(
+        &self,
+        imp: Isa,
+        input: &[f32],
+        plane: usize,
+        output: &mut [f32],
+        layout: Layout,
+    ) {
         assert!(imp.is_available(), "{imp:?} is not available on this CPU");
         assert!(plane > 0);
         let image = self.channels * plane;
@@ -95,13 +108,17 @@ impl PackedPoolLinear {
             .chunks_exact(image)
             .zip(output.chunks_exact_mut(self.classes))
         {
-            self.pool(imp, x, plane, &mut pooled);
+            match layout {
+                Layout::Planar => self.pool(imp, x, plane, &mut pooled),
+                Layout::ChannelsLast => pool_channels_last(imp, x, plane, &mut pooled),
+            }
             self.classify(imp, &pooled, &mut logits);
             out.copy_from_slice(&logits[..self.classes]);
         }
     }
 
     fn pool(&self, imp: Isa, x: &[f32], plane: usize, pooled: &mut [f32]) {
+        debug_assert_eq!(x.len(), pooled.len() * plane);
         let scale = 1.0 / plane as f32;
         #[cfg(target_arch = "arm")]
         if imp == Isa::Neon {
@@ -164,9 +181,49 @@ impl PackedPoolLinear {
     }
 }
 
+/// The mean of each channel of a channels-last image (`[plane][channels]`): the pixels
+/// added in order, a vector of channels at a time.
+fn pool_channels_last(imp: Isa, x: &[f32], plane: usize, pooled: &mut [f32]) {
+    debug_assert_eq!(x.len(), pooled.len() * plane);
+    pooled.fill(0.0);
+    #[cfg(target_arch = "x86_64")]
+    if imp.avx2() {
+        // SAFETY: AVX2 is available (imp).
+        unsafe { avx2::add_pixels(x, pooled) };
+    } else {
+        add_pixels(x, pooled);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = imp;
+        add_pixels(x, pooled);
+    }
+    let scale = 1.0 / plane as f32;
+    pooled.iter_mut().for_each(|p| *p *= scale);
+}
+
+/// `sums[c] += pixel[c]` for every pixel of `x`, in order (a loop compilers vectorise).
+#[inline(always)]
+fn add_pixels(x: &[f32], sums: &mut [f32]) {
+    for pixel in x.chunks_exact(sums.len()) {
+        for (s, &v) in sums.iter_mut().zip(pixel) {
+            *s += v;
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
+
+    /// [`super::add_pixels`] compiled for AVX2.
+    ///
+    /// # Safety
+    /// AVX2 available.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn add_pixels(x: &[f32], sums: &mut [f32]) {
+        super::add_pixels(x, sums)
+    }
 
     /// Sum of a plane: four vector accumulators, then whole vectors of the rest, then
     /// the scalar rest (at most 7: a 7x7 plane is 32 + 2 x 8 + 1, not 32 + 17 scalar
@@ -386,13 +443,25 @@ mod tests {
             if !imp.is_available() {
                 continue;
             }
-            let mut got = vec![f32::NAN; expected.len()];
-            packed.run_with(imp, &input, plane, &mut got);
-            for (i, (e, a)) in expected.iter().zip(&got).enumerate() {
-                assert!(
-                    (e - a).abs() <= 1e-5 * (1.0 + e.abs()) * (channels as f32).sqrt(),
-                    "{imp:?} k{channels} n{classes} plane {plane} at {i}: {a} != {e}"
-                );
+            // The same images channels-last: `[plane][channels]` each.
+            let channels_last: Vec<f32> = input
+                .chunks_exact(channels * plane)
+                .flat_map(|x| {
+                    (0..channels * plane).map(|i| x[(i % channels) * plane + i / channels])
+                })
+                .collect();
+            for (layout, input) in [
+                (Layout::Planar, &input),
+                (Layout::ChannelsLast, &channels_last),
+            ] {
+                let mut got = vec![f32::NAN; expected.len()];
+                packed.run_layout(imp, input, plane, &mut got, layout);
+                for (i, (e, a)) in expected.iter().zip(&got).enumerate() {
+                    assert!(
+                        (e - a).abs() <= 1e-5 * (1.0 + e.abs()) * (channels as f32).sqrt(),
+                        "{imp:?} {layout:?} k{channels} n{classes} plane {plane} at {i}: {a} != {e}"
+                    );
+                }
             }
         }
     }
