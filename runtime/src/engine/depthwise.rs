@@ -12,7 +12,7 @@ pub struct EdgeDepthwise3x3 {
     pub weights: Arc<Tensor>,
     /// `[channels]` f32: conv bias and BatchNorm shift.
     pub bias: Arc<Tensor>,
-    /// Set where [`crate::engine::channels_last`] keeps this layer's input and output
+    /// Set where [`crate::engine::channels_last()`] keeps this layer's input and output
     /// channels-last (`[N, H, W, C]` in memory, the shapes still NCHW): the weights laid
     /// out for that kernel.
     pub channels_last: Option<Arc<DepthwiseChannelsLast>>,

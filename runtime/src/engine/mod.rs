@@ -11,7 +11,8 @@
 //! first 3x3 stride-2 convolution [`EdgeConv3x3s2`] and the pool-and-classifier head
 //! [`EdgePoolLinear`], each with its bias, BatchNorm and ReLU folded in; ShuffleNet's
 //! pools and residual joins get their own ops too. [`rewrite_optimised`] runs after the
-//! optimiser, for the ReLUs it leaves as a scalar pass.
+//! optimiser, for the ReLUs it leaves as a scalar pass, and [`channels_last()`] last, which
+//! on x86 keeps the activations between some of our ops channels-last.
 
 pub mod channels_last;
 pub mod depthwise;

@@ -10,7 +10,7 @@ use tract_onnx::tract_core::internal::*;
 pub struct EdgePointwise {
     pub kernel: Arc<PackedPointwise>,
     /// How the input and output lie in memory; the shapes stay NCHW either way (planar
-    /// unless [`crate::engine::channels_last`] chose otherwise).
+    /// unless [`crate::engine::channels_last()`] chose otherwise).
     pub layouts: Layouts,
 }
 

@@ -23,7 +23,8 @@
 //! x86-64: AVX2/FMA 6 x 16 and 4 x 16 tiles of the same design. 7x7 maps (on AVX2 from
 //! depth 128; on AVX-512 at every depth) and deep layers on larger maps take
 //! `pointwise_panels` instead, whose vectors run along the output channels (49 pixels
-//! fit 8- or 16-wide pixel vectors badly).
+//! fit 8- or 16-wide pixel vectors badly); only that path also takes and gives
+//! channels-last images ([`PackedPointwise::run_layouts`]).
 
 use super::isa::{same_bits, Isa};
 use super::layout::Layouts;
