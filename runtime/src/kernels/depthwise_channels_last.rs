@@ -160,6 +160,33 @@ fn tap_index(c: usize, t: usize) -> usize {
     (c / PAD * 9 + t) * PAD + c % PAD
 }
 
+/// Output columns per strip, so that a channel block's lines in use (three input rows
+/// of the strip and its outputs) fit the L1 sets they map to. A block reads one line per
+/// pixel, `channels * 4` bytes apart; when that is a multiple of the line, those lines
+/// fall into only `64 / gcd(stride in lines, 64)` of a 32 KiB 8-way L1's 64 sets (4 at
+/// 256 channels, 1 at 1024), and whole rows of them no longer fit.
+fn strip_width(g: &Geometry) -> usize {
+    const SETS: usize = 64;
+    // Ways per set left to these lines (the weights, bias and stack share the cache).
+    const WAYS: usize = 7;
+    let bytes = g.channels * 4;
+    if bytes % 64 != 0 {
+        return g.out_width;
+    }
+    let (mut a, mut b) = (bytes / 64, SETS);
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    let capacity = WAYS * SETS / a;
+    // Lines of a strip of `n` outputs: three input rows of (n - 1) * stride + 3 pixels,
+    // and the n outputs.
+    let lines = |n: usize| 3 * ((n - 1) * g.stride + 3) + n;
+    (1..=g.out_width)
+        .take_while(|&n| lines(n) <= capacity)
+        .last()
+        .unwrap_or(1)
+}
+
 /// One image's shapes.
 struct Geometry {
     channels: usize,
@@ -237,35 +264,38 @@ macro_rules! channels_last_kernel {
                     store_part(p, v, lanes)
                 }
             };
-            for oy in 0..g.out_height {
-                let top = oy as isize * s - 1;
-                let out_row = y.add(oy * g.out_width * c);
-                for ox in 0..g.out_width {
-                    let left = ox as isize * s - 1;
-                    let inside = left >= 0 && left + 2 < w;
-                    let mut sums = [bias, $zero(), $zero()];
-                    for (ky, sum) in sums.iter_mut().enumerate() {
-                        let iy = top + ky as isize;
-                        if iy < 0 || iy >= h {
-                            continue;
-                        }
-                        if inside {
-                            let p = x.add((iy * w + left) as usize * c);
-                            for kx in 0..3 {
-                                *sum = $fmadd(load(p.add(kx * c)), taps[ky * 3 + kx], *sum);
-                            }
-                            continue;
-                        }
-                        for kx in 0..3 {
-                            let ix = left + kx as isize;
-                            if ix < 0 || ix >= w {
+            let strip = super::strip_width(g);
+            for strip_start in (0..g.out_width).step_by(strip) {
+                for oy in 0..g.out_height {
+                    let top = oy as isize * s - 1;
+                    let out_row = y.add(oy * g.out_width * c);
+                    for ox in strip_start..(strip_start + strip).min(g.out_width) {
+                        let left = ox as isize * s - 1;
+                        let inside = left >= 0 && left + 2 < w;
+                        let mut sums = [bias, $zero(), $zero()];
+                        for (ky, sum) in sums.iter_mut().enumerate() {
+                            let iy = top + ky as isize;
+                            if iy < 0 || iy >= h {
                                 continue;
                             }
-                            let p = x.add((iy * w + ix) as usize * c);
-                            *sum = $fmadd(load(p), taps[ky * 3 + kx], *sum);
+                            if inside {
+                                let p = x.add((iy * w + left) as usize * c);
+                                for kx in 0..3 {
+                                    *sum = $fmadd(load(p.add(kx * c)), taps[ky * 3 + kx], *sum);
+                                }
+                                continue;
+                            }
+                            for kx in 0..3 {
+                                let ix = left + kx as isize;
+                                if ix < 0 || ix >= w {
+                                    continue;
+                                }
+                                let p = x.add((iy * w + ix) as usize * c);
+                                *sum = $fmadd(load(p), taps[ky * 3 + kx], *sum);
+                            }
                         }
+                        store(out_row.add(ox * c), $max(add3(sums), floor));
                     }
-                    store(out_row.add(ox * c), $max(add3(sums), floor));
                 }
             }
         }
@@ -449,6 +479,30 @@ mod tests {
             for (h, w) in [(1, 1), (2, 2), (3, 5), (7, 7), (6, 9), (14, 14)] {
                 for stride in [1, 2] {
                     check(c, h, w, stride, stride == 1);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn column_strips_cover_the_map() {
+        // Channel counts whose pixel stride is a multiple of a line take column strips.
+        for (c, strip) in [(256, 5), (512, 2), (1024, 1)] {
+            let g = Geometry {
+                channels: c,
+                height: 14,
+                width: 14,
+                stride: 1,
+                out_height: 14,
+                out_width: 14,
+                floor: 0.0,
+            };
+            assert_eq!(strip_width(&g), strip, "{c}");
+        }
+        for c in [256, 512] {
+            for (h, w) in [(7, 7), (14, 14), (9, 6)] {
+                for stride in [1, 2] {
+                    check(c, h, w, stride, true);
                 }
             }
         }

@@ -148,8 +148,10 @@ impl ChannelPanels {
                 // SAFETY (caller: the ISA): the panel holds depth * width floats, bias
                 // width from `first`; x is read at columns start..start + cols of depth
                 // rows `pixels` apart, and out written at the same columns of the `real`
-                // rows from `first`, all inside the slices (asserted); prefetches do not
-                // access memory. AVX2 tiles write 8 floats from `start` only when
+                // rows from `first` (channels-last: all `depth` floats of pixels
+                // start..start + cols, and floats first..first + real of the same pixels'
+                // `rows`), all inside the slices (asserted); prefetches do not access
+                // memory. AVX2 tiles write 8 floats from `start` of a planar row only when
                 // they lie inside the row, the extra ones rewritten by later tiles.
                 let args = TileArgs {
                     w: panel.as_ptr(),
