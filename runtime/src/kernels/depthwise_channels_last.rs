@@ -265,37 +265,63 @@ macro_rules! channels_last_kernel {
                 }
             };
             let strip = super::strip_width(g);
+            // Columns whose three taps lie inside the map: `first_inside..end_inside`.
+            let first_inside = usize::from(g.width > 1).min(g.out_width);
+            let end_inside = if g.width >= 3 {
+                // The last such column `ox` has `ox * stride + 1 <= width - 1`.
+                ((g.width - 2) / g.stride + 1).min(g.out_width)
+            } else {
+                first_inside
+            };
+            // One output with the taps outside the map skipped.
+            let border = |oy: usize, ox: usize| {
+                let (top, left) = (oy as isize * s - 1, ox as isize * s - 1);
+                let mut sums = [bias, $zero(), $zero()];
+                for (ky, sum) in sums.iter_mut().enumerate() {
+                    let iy = top + ky as isize;
+                    if iy < 0 || iy >= h {
+                        continue;
+                    }
+                    for kx in 0..3 {
+                        let ix = left + kx as isize;
+                        if ix < 0 || ix >= w {
+                            continue;
+                        }
+                        let p = x.add((iy * w + ix) as usize * c);
+                        *sum = $fmadd(load(p), taps[ky * 3 + kx], *sum);
+                    }
+                }
+                store(y.add((oy * g.out_width + ox) * c), $max(add3(sums), floor));
+            };
             for strip_start in (0..g.out_width).step_by(strip) {
+                let strip_end = (strip_start + strip).min(g.out_width);
+                let (from, to) = (
+                    first_inside.clamp(strip_start, strip_end),
+                    end_inside.clamp(strip_start, strip_end),
+                );
                 for oy in 0..g.out_height {
                     let top = oy as isize * s - 1;
-                    let out_row = y.add(oy * g.out_width * c);
-                    for ox in strip_start..(strip_start + strip).min(g.out_width) {
-                        let left = ox as isize * s - 1;
-                        let inside = left >= 0 && left + 2 < w;
-                        let mut sums = [bias, $zero(), $zero()];
-                        for (ky, sum) in sums.iter_mut().enumerate() {
-                            let iy = top + ky as isize;
-                            if iy < 0 || iy >= h {
-                                continue;
-                            }
-                            if inside {
-                                let p = x.add((iy * w + left) as usize * c);
-                                for kx in 0..3 {
-                                    *sum = $fmadd(load(p.add(kx * c)), taps[ky * 3 + kx], *sum);
-                                }
-                                continue;
-                            }
-                            for kx in 0..3 {
-                                let ix = left + kx as isize;
-                                if ix < 0 || ix >= w {
-                                    continue;
-                                }
-                                let p = x.add((iy * w + ix) as usize * c);
-                                *sum = $fmadd(load(p), taps[ky * 3 + kx], *sum);
-                            }
-                        }
-                        store(out_row.add(ox * c), $max(add3(sums), floor));
+                    if top < 0 || top + 2 >= h || from >= to {
+                        (strip_start..strip_end).for_each(|ox| border(oy, ox));
+                        continue;
                     }
+                    (strip_start..from).for_each(|ox| border(oy, ox));
+                    // Every tap inside: no tests, three row pointers stepping along.
+                    let row = x.add((top as usize * g.width + from * g.stride - 1) * c);
+                    let mut q = [row, row.add(g.width * c), row.add(2 * g.width * c)];
+                    let mut out = y.add((oy * g.out_width + from) * c);
+                    for _ in from..to {
+                        let mut sums = [bias, $zero(), $zero()];
+                        for (ky, (sum, p)) in sums.iter_mut().zip(&q).enumerate() {
+                            *sum = $fmadd(load(*p), taps[ky * 3], *sum);
+                            *sum = $fmadd(load(p.add(c)), taps[ky * 3 + 1], *sum);
+                            *sum = $fmadd(load(p.add(2 * c)), taps[ky * 3 + 2], *sum);
+                        }
+                        store(out, $max(add3(sums), floor));
+                        q = q.map(|p| p.add(g.stride * c));
+                        out = out.add(c);
+                    }
+                    (to..strip_end).for_each(|ox| border(oy, ox));
                 }
             }
         }
