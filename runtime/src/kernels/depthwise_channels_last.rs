@@ -171,12 +171,13 @@ fn tap_index(c: usize, t: usize) -> usize {
 /// pixel, `channels * 4` bytes apart; when that is a multiple of the line, those lines
 /// fall into only `64 / gcd(stride in lines, 64)` of a 32 KiB 8-way L1's 64 sets (4 at
 /// 256 channels, 1 at 1024), and whole rows of them no longer fit.
+#[cfg(any(target_arch = "x86_64", test))]
 fn strip_width(g: &Geometry) -> usize {
     const SETS: usize = 64;
     // Ways per set left to these lines (the weights, bias and stack share the cache).
     const WAYS: usize = 7;
     let bytes = g.channels * 4;
-    if bytes % 64 != 0 {
+    if !bytes.is_multiple_of(64) {
         return g.out_width;
     }
     let (mut a, mut b) = (bytes / 64, SETS);
