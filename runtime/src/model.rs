@@ -517,8 +517,7 @@ fn load_unguarded(
             .0;
         if channels_last_enabled() {
             model = crate::engine::channels_last(model)
-                .map_err(tract_err("the edge engine's channels-last pass"))?
-                .0;
+                .map_err(tract_err("the edge engine's channels-last pass"))?;
         }
     }
     let run_options = tract_onnx::tract_core::runtime::RunOptions {

@@ -76,14 +76,10 @@ fn role(model: &TypedModel, node: &TypedNode, imp: Isa) -> TractResult<Role> {
     Ok(Role::Other)
 }
 
-/// Keeps the tensors described above channels-last on `Isa::best()`; returns the model
-/// and how many layer outputs are now channels-last.
-pub fn channels_last(model: TypedModel) -> TractResult<(TypedModel, usize)> {
-    channels_last_on(model, Isa::best())
-}
-
-/// [`channels_last`] for the vector path `imp` (which must be the one that will run).
-pub fn channels_last_on(mut model: TypedModel, imp: Isa) -> TractResult<(TypedModel, usize)> {
+/// Keeps the tensors described above channels-last, for the vector path that will run
+/// (`Isa::best()`).
+pub fn channels_last(mut model: TypedModel) -> TractResult<TypedModel> {
+    let imp = Isa::best();
     let order = model.eval_order()?;
     let roles: HashMap<usize, Role> = order
         .iter()
@@ -106,58 +102,55 @@ pub fn channels_last_on(mut model: TypedModel, imp: Isa) -> TractResult<(TypedMo
             });
         accepted.insert(id, ok);
     }
-    // Which outputs are written channels-last, from the first node on.
+    // Which outputs are written channels-last, from the first node on (a node's input is
+    // decided before it), each op told its layouts as soon as they are known.
     let mut last: HashMap<usize, bool> = HashMap::new();
     for &id in &order {
-        let node = model.node(id);
-        let input_last = node.inputs.first().is_some_and(|i| last[&i.node]);
-        let written = match roles[&id] {
+        let input_last = model.node(id).inputs.first().is_some_and(|i| last[&i.node]);
+        let output_last = match roles[&id] {
             Role::Panels => accepted[&id],
             Role::Depthwise | Role::BatchAxis => input_last,
             Role::Head | Role::Other => false,
         };
-        last.insert(id, written);
+        last.insert(id, output_last);
+        set_layouts(model.node_mut(id), input_last, output_last)?;
     }
-    let mut kept = 0;
-    for &id in &order {
-        let input_last = model.node(id).inputs.first().is_some_and(|i| last[&i.node]);
-        let output_last = last[&id];
-        let as_layout = |l: bool| {
-            if l {
-                Layout::ChannelsLast
-            } else {
-                Layout::Planar
-            }
+    Ok(model)
+}
+
+/// Records a node's input and output layouts in its op (ops without a choice ignore it).
+fn set_layouts(node: &mut TypedNode, input_last: bool, output_last: bool) -> TractResult<()> {
+    let as_layout = |l: bool| {
+        if l {
+            Layout::ChannelsLast
+        } else {
+            Layout::Planar
+        }
+    };
+    if let Some(op) = node.op_as::<EdgePointwise>() {
+        let mut op = op.clone();
+        op.layouts = Layouts {
+            input: as_layout(input_last),
+            output: as_layout(output_last),
         };
-        let node = model.node_mut(id);
-        if let Some(op) = node.op_as::<EdgePointwise>() {
-            let mut op = op.clone();
-            op.layouts = Layouts {
-                input: as_layout(input_last),
-                output: as_layout(output_last),
-            };
-            node.op = Box::new(op);
-        } else if let Some(op) = node.op_as::<EdgeDepthwise3x3>() {
-            ensure!(input_last == output_last, "{}: mixed layouts", node.name);
-            let mut op = op.clone();
-            op.channels_last = if output_last {
-                Some(Arc::new(DepthwiseChannelsLast::new(
-                    op.weights.try_as_plain_ram()?.as_slice::<f32>()?,
-                    op.bias.try_as_plain_ram()?.as_slice::<f32>()?,
-                    op.relu,
-                )))
-            } else {
-                None
-            };
-            node.op = Box::new(op);
-        } else if let Some(op) = node.op_as::<EdgePoolLinear>() {
-            let mut op = op.clone();
-            op.layout = as_layout(input_last);
-            node.op = Box::new(op);
-        }
-        if output_last && roles[&id] != Role::BatchAxis {
-            kept += 1;
-        }
+        node.op = Box::new(op);
+    } else if let Some(op) = node.op_as::<EdgeDepthwise3x3>() {
+        ensure!(input_last == output_last, "{}: mixed layouts", node.name);
+        let mut op = op.clone();
+        op.channels_last = if output_last {
+            Some(Arc::new(DepthwiseChannelsLast::new(
+                op.weights.try_as_plain_ram()?.as_slice::<f32>()?,
+                op.bias.try_as_plain_ram()?.as_slice::<f32>()?,
+                op.relu,
+            )))
+        } else {
+            None
+        };
+        node.op = Box::new(op);
+    } else if let Some(op) = node.op_as::<EdgePoolLinear>() {
+        let mut op = op.clone();
+        op.layout = as_layout(input_last);
+        node.op = Box::new(op);
     }
-    Ok((model, kept))
+    Ok(())
 }
