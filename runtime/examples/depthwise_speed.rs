@@ -1,5 +1,6 @@
 //! Times the 3x3 depthwise convolution at the networks' layer shapes (channels, square
 //! map side, stride) on each vector path this CPU has, planar and channels-last (`cl`).
+//! Arguments such as `c32 hw112 s2` keep only the lines that contain them all.
 use edge_runtime::kernels::depthwise::Depthwise3x3;
 use edge_runtime::kernels::isa::Isa;
 use edge_runtime::kernels::DepthwiseChannelsLast;
@@ -17,11 +18,13 @@ fn main() {
         (128, 28, 2),
         (128, 14, 1),
         (128, 14, 2),
+        (256, 14, 1),
         (256, 14, 2),
         (256, 7, 1),
         (512, 7, 1),
         (1024, 7, 1),
     ];
+    let filter: Vec<String> = std::env::args().skip(1).collect();
     for (c, hw, s) in shapes {
         let g = Depthwise3x3 {
             channels: c,
@@ -37,6 +40,12 @@ fn main() {
         let b = vec![0.1f32; c];
         let mut out = vec![0f32; g.output_len()];
         let mut line = format!("c{c} hw{hw} s{s}:");
+        if !filter
+            .iter()
+            .all(|f| line.split([' ', ':']).any(|word| word == f))
+        {
+            continue;
+        }
         for isa in Isa::ALL
             .into_iter()
             .filter(|isa| *isa != Isa::Scalar && isa.is_available())

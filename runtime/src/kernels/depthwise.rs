@@ -914,40 +914,47 @@ pub(super) mod avx2 {
     }
 }
 
+/// Straight from the definition, on the unpadded input (images after images, NCHW),
+/// in f64: the tests' reference, here and for the channels-last kernel.
+#[cfg(test)]
+pub(crate) fn reference(
+    g: &Depthwise3x3,
+    input: &[f32],
+    weights: &[f32],
+    bias: &[f32],
+) -> Vec<f32> {
+    let (h, w) = (g.height as isize, g.width as isize);
+    let (oh, ow) = (g.output_height(), g.output_width());
+    let images = input.len() / g.input_len();
+    let mut out = Vec::with_capacity(images * g.output_len());
+    for plane in 0..images * g.channels {
+        let c = plane % g.channels;
+        let x_in = &input[plane * g.height * g.width..];
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut acc = bias[c] as f64;
+                for ky in 0..3isize {
+                    for kx in 0..3isize {
+                        let iy = (oy * g.stride) as isize - 1 + ky;
+                        let ix = (ox * g.stride) as isize - 1 + kx;
+                        if iy >= 0 && iy < h && ix >= 0 && ix < w {
+                            acc += weights[c * 9 + (ky * 3 + kx) as usize] as f64
+                                * x_in[(iy * w + ix) as usize] as f64;
+                        }
+                    }
+                }
+                let v = acc as f32;
+                out.push(if g.relu { v.max(0.0) } else { v });
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::kernels::isa::test_pattern;
-
-    /// Straight from the definition, on the unpadded input.
-    fn reference(g: &Depthwise3x3, input: &[f32], weights: &[f32], bias: &[f32]) -> Vec<f32> {
-        let (h, w) = (g.height as isize, g.width as isize);
-        let (oh, ow) = (g.output_height(), g.output_width());
-        let images = input.len() / g.input_len();
-        let mut out = Vec::with_capacity(images * g.output_len());
-        for plane in 0..images * g.channels {
-            let c = plane % g.channels;
-            let x_in = &input[plane * g.height * g.width..];
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let mut acc = bias[c] as f64;
-                    for ky in 0..3isize {
-                        for kx in 0..3isize {
-                            let iy = (oy * g.stride) as isize - 1 + ky;
-                            let ix = (ox * g.stride) as isize - 1 + kx;
-                            if iy >= 0 && iy < h && ix >= 0 && ix < w {
-                                acc += weights[c * 9 + (ky * 3 + kx) as usize] as f64
-                                    * x_in[(iy * w + ix) as usize] as f64;
-                            }
-                        }
-                    }
-                    let v = acc as f32;
-                    out.push(if g.relu { v.max(0.0) } else { v });
-                }
-            }
-        }
-        out
-    }
 
     fn check(g: Depthwise3x3, images: usize) {
         let input = test_pattern(images * g.input_len(), 1 + g.width as u32);

@@ -103,6 +103,17 @@ pub fn test_pattern(len: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
+/// Planar images (`[channels][pixels]` each) as channels-last ones (`[pixels][channels]`).
+#[cfg(test)]
+pub fn test_channels_last(planar: &[f32], channels: usize, pixels: usize) -> Vec<f32> {
+    planar
+        .chunks_exact(channels * pixels)
+        .flat_map(|x| {
+            (0..channels * pixels).map(move |i| x[(i % channels) * pixels + i / channels])
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -974,7 +974,7 @@ mod neon {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::isa::test_pattern;
+    use crate::kernels::isa::{test_channels_last, test_pattern};
     use crate::kernels::layout::Layout;
 
     /// Straight from the definition, in f64.
@@ -1037,7 +1037,7 @@ mod tests {
                 for layouts in channels_last_mixes() {
                     let pick = |layout, planar: &[f32], channels| match layout {
                         Layout::Planar => planar.to_vec(),
-                        Layout::ChannelsLast => channels_last(planar, channels, pixels),
+                        Layout::ChannelsLast => test_channels_last(planar, channels, pixels),
                     };
                     let x = pick(layouts.input, &input, depth);
                     let want = pick(layouts.output, &expected, rows);
@@ -1058,16 +1058,6 @@ mod tests {
     fn channels_last_mixes() -> [Layouts; 3] {
         let (p, c) = (Layout::Planar, Layout::ChannelsLast);
         [(p, c), (c, p), (c, c)].map(|(input, output)| Layouts { input, output })
-    }
-
-    /// Planar images (`[channels][pixels]` each) as channels-last ones.
-    fn channels_last(planar: &[f32], channels: usize, pixels: usize) -> Vec<f32> {
-        planar
-            .chunks_exact(channels * pixels)
-            .flat_map(|x| {
-                (0..channels * pixels).map(move |i| x[(i % channels) * pixels + i / channels])
-            })
-            .collect()
     }
 
     #[test]

@@ -186,17 +186,11 @@ impl PackedPoolLinear {
 fn pool_channels_last(imp: Isa, x: &[f32], plane: usize, pooled: &mut [f32]) {
     debug_assert_eq!(x.len(), pooled.len() * plane);
     pooled.fill(0.0);
-    #[cfg(target_arch = "x86_64")]
-    if imp.avx2() {
+    match imp {
         // SAFETY: AVX2 is available (imp).
-        unsafe { avx2::add_pixels(x, pooled) };
-    } else {
-        add_pixels(x, pooled);
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = imp;
-        add_pixels(x, pooled);
+        #[cfg(target_arch = "x86_64")]
+        _ if imp.avx2() => unsafe { avx2::add_pixels(x, pooled) },
+        _ => add_pixels(x, pooled),
     }
     let scale = 1.0 / plane as f32;
     pooled.iter_mut().for_each(|p| *p *= scale);
@@ -419,7 +413,7 @@ mod neon {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::isa::test_pattern;
+    use crate::kernels::isa::{test_channels_last, test_pattern};
 
     fn check(channels: usize, classes: usize, plane: usize, images: usize) {
         let weights = test_pattern(classes * channels, 3 + channels as u32);
@@ -443,13 +437,7 @@ mod tests {
             if !imp.is_available() {
                 continue;
             }
-            // The same images channels-last: `[plane][channels]` each.
-            let channels_last: Vec<f32> = input
-                .chunks_exact(channels * plane)
-                .flat_map(|x| {
-                    (0..channels * plane).map(|i| x[(i % channels) * plane + i / channels])
-                })
-                .collect();
+            let channels_last = test_channels_last(&input, channels, plane);
             for (layout, input) in [
                 (Layout::Planar, &input),
                 (Layout::ChannelsLast, &channels_last),
