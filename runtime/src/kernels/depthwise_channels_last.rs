@@ -213,11 +213,8 @@ macro_rules! channels_last_kernel {
     ($feature:literal, $vector:ty, $lanes:literal, $load:ident, $set1:ident, $zero:ident,
      $fmadd:ident, $max:ident, $store:ident) => {
         /// One image: each block of `$lanes` channels over the plane with its nine weight
-        /// vectors in registers, in column strips ([`super::strip_width`]). No output
-        /// tests its taps: the rows and columns at the map's edges take copies of the
-        /// code with the padding taps left out at compile time ([`output`]), which against
-        /// a test per tap is 8-14 % faster on 14x14 maps of 128 and 256 channels and 7x7
-        /// maps of 256 (`depthwise_speed`), level at 512. (Measured inside the models
+        /// vectors in registers, in column strips ([`super::strip_width`]), the columns
+        /// whose taps all lie inside the map without tests. (Measured inside the models
         /// and not kept: four outputs at a time, 10-20 % slower; every pixel's channels at
         /// once with the weights from L1, or the block first copied to a zero-bordered
         /// plane, slower still.)
@@ -263,15 +260,19 @@ macro_rules! channels_last_kernel {
             for (t, tap) in taps.iter_mut().enumerate() {
                 *tap = $load(tap_block.add(t * super::PAD));
             }
+            let bias = $load(layer.bias.as_ptr().add(first));
+            let floor = $set1(g.floor);
             let (x, y) = (x.as_ptr().add(first), y.as_mut_ptr().add(first));
-            let strip = super::strip_width(g);
-            let k = Block {
-                taps,
-                bias: $load(layer.bias.as_ptr().add(first)),
-                floor: $set1(g.floor),
-                channels: c,
-                lanes,
+            let (h, w, s) = (g.height as isize, g.width as isize, g.stride as isize);
+            let load = |p: *const f32| if FULL { $load(p) } else { load_part(p, lanes) };
+            let store = |p: *mut f32, v| {
+                if FULL {
+                    $store(p, v)
+                } else {
+                    store_part(p, v, lanes)
+                }
             };
+            let strip = super::strip_width(g);
             // Columns whose three taps lie inside the map: `first_inside..end_inside`.
             let first_inside = usize::from(g.width > 1).min(g.out_width);
             let end_inside = if g.width >= 3 {
@@ -280,164 +281,57 @@ macro_rules! channels_last_kernel {
             } else {
                 first_inside
             };
-            let row_floats = (g.width * c) as isize;
-            for strip_start in (0..g.out_width).step_by(strip) {
-                let strip_end = (strip_start + strip).min(g.out_width);
-                let columns = Columns {
-                    strip: (strip_start, strip_end),
-                    inside: (
-                        first_inside.clamp(strip_start, strip_end),
-                        end_inside.clamp(strip_start, strip_end),
-                    ),
-                };
-                for oy in 0..g.out_height {
-                    // Input rows `oy * stride - 1 ..= + 1`, each at its column -1: pointers
-                    // outside the image are never read (their taps are skipped).
-                    let top = (oy * g.stride) as isize - 1;
-                    let q: [*const f32; 3] = std::array::from_fn(|ky| {
-                        x.wrapping_offset((top + ky as isize) * row_floats - c as isize)
-                    });
-                    let out = y.add(oy * g.out_width * c);
-                    match (top < 0, oy * g.stride + 1 >= g.height) {
-                        (false, false) => row::<FULL, false, false>(&k, g, q, out, &columns),
-                        (true, false) => row::<FULL, true, false>(&k, g, q, out, &columns),
-                        (false, true) => row::<FULL, false, true>(&k, g, q, out, &columns),
-                        (true, true) => row::<FULL, true, true>(&k, g, q, out, &columns),
+            // One output with the taps outside the map skipped.
+            let border = |oy: usize, ox: usize| {
+                let (top, left) = (oy as isize * s - 1, ox as isize * s - 1);
+                let mut sums = [bias, $zero(), $zero()];
+                for (ky, sum) in sums.iter_mut().enumerate() {
+                    let iy = top + ky as isize;
+                    if iy < 0 || iy >= h {
+                        continue;
+                    }
+                    for kx in 0..3 {
+                        let ix = left + kx as isize;
+                        if ix < 0 || ix >= w {
+                            continue;
+                        }
+                        let p = x.add((iy * w + ix) as usize * c);
+                        *sum = $fmadd(load(p), taps[ky * 3 + kx], *sum);
                     }
                 }
-            }
-        }
-
-        /// One channel block's weights, bias and floor (in registers once inlined).
-        struct Block {
-            taps: [$vector; 9],
-            bias: $vector,
-            floor: $vector,
-            /// The floats from one pixel to the next.
-            channels: usize,
-            lanes: usize,
-        }
-
-        /// The output columns of one strip, and those of them whose taps are all inside.
-        struct Columns {
-            strip: (usize, usize),
-            inside: (usize, usize),
-        }
-
-        /// One output row of a strip. `TOP` / `BOTTOM`: the kernel's first / last row falls
-        /// outside the map (padding) and is skipped. `q` points at column -1 of the three
-        /// input rows, `out` at the output row.
-        #[inline]
-        #[target_feature(enable = $feature)]
-        unsafe fn row<const FULL: bool, const TOP: bool, const BOTTOM: bool>(
-            k: &Block,
-            g: &super::Geometry,
-            q: [*const f32; 3],
-            out: *mut f32,
-            columns: &Columns,
-        ) {
-            let step = g.stride * k.channels;
-            let (start, end) = columns.strip;
-            let (from, to) = columns.inside;
-            for ox in start..from {
-                edge::<FULL, TOP, BOTTOM>(k, g, q, out, ox);
-            }
-            let mut p = q.map(|r| r.wrapping_add(from * step));
-            let mut o = out.add(from * k.channels);
-            for _ in from..to {
-                output::<FULL, TOP, BOTTOM, false, false>(k, p, o);
-                p = p.map(|r| r.wrapping_add(step));
-                o = o.add(k.channels);
-            }
-            for ox in to..end {
-                edge::<FULL, TOP, BOTTOM>(k, g, q, out, ox);
-            }
-        }
-
-        /// Output column `ox` of a row, at the map's left or right edge: the kernel
-        /// column in the padding skipped.
-        #[inline]
-        #[target_feature(enable = $feature)]
-        unsafe fn edge<const FULL: bool, const TOP: bool, const BOTTOM: bool>(
-            k: &Block,
-            g: &super::Geometry,
-            q: [*const f32; 3],
-            out: *mut f32,
-            ox: usize,
-        ) {
-            let p = q.map(|r| r.wrapping_add(ox * g.stride * k.channels));
-            let o = out.add(ox * k.channels);
-            match (ox == 0, ox * g.stride + 1 >= g.width) {
-                (false, false) => output::<FULL, TOP, BOTTOM, false, false>(k, p, o),
-                (true, false) => output::<FULL, TOP, BOTTOM, true, false>(k, p, o),
-                (false, true) => output::<FULL, TOP, BOTTOM, false, true>(k, p, o),
-                (true, true) => output::<FULL, TOP, BOTTOM, true, true>(k, p, o),
-            }
-        }
-
-        /// One output from the input rows at `q` (each at the output's column -1), the
-        /// kernel rows and columns that fall in the padding skipped at compile time.
-        #[inline]
-        #[target_feature(enable = $feature)]
-        unsafe fn output<
-            const FULL: bool,
-            const TOP: bool,
-            const BOTTOM: bool,
-            const LEFT: bool,
-            const RIGHT: bool,
-        >(
-            k: &Block,
-            q: [*const f32; 3],
-            out: *mut f32,
-        ) {
-            // Three sums, one per kernel row: consecutive outputs overlap instead of
-            // waiting on one chain of nine FMAs. (Written out: as loops with `continue`
-            // they were not unrolled and the sums lived on the stack.)
-            let mut sums = [k.bias, $zero(), $zero()];
-            if !TOP {
-                sums[0] = kernel_row::<FULL, LEFT, RIGHT>(k, q[0], 0, sums[0]);
-            }
-            sums[1] = kernel_row::<FULL, LEFT, RIGHT>(k, q[1], 1, sums[1]);
-            if !BOTTOM {
-                sums[2] = kernel_row::<FULL, LEFT, RIGHT>(k, q[2], 2, sums[2]);
-            }
-            let v = $max(add3(sums), k.floor);
-            if FULL {
-                $store(out, v)
-            } else {
-                store_part(out, v, k.lanes)
-            }
-        }
-
-        /// `sum` plus kernel row `ky`'s products with the input row at `row` (at the
-        /// output's column -1), the columns in the padding skipped.
-        #[inline]
-        #[target_feature(enable = $feature)]
-        unsafe fn kernel_row<const FULL: bool, const LEFT: bool, const RIGHT: bool>(
-            k: &Block,
-            row: *const f32,
-            ky: usize,
-            mut sum: $vector,
-        ) -> $vector {
-            let load = |p: *const f32| {
-                if FULL {
-                    $load(p)
-                } else {
-                    load_part(p, k.lanes)
-                }
+                store(y.add((oy * g.out_width + ox) * c), $max(add3(sums), floor));
             };
-            if !LEFT {
-                sum = $fmadd(load(row), k.taps[ky * 3], sum);
-            }
-            sum = $fmadd(load(row.wrapping_add(k.channels)), k.taps[ky * 3 + 1], sum);
-            if !RIGHT {
-                sum = $fmadd(
-                    load(row.wrapping_add(2 * k.channels)),
-                    k.taps[ky * 3 + 2],
-                    sum,
+            for strip_start in (0..g.out_width).step_by(strip) {
+                let strip_end = (strip_start + strip).min(g.out_width);
+                let (from, to) = (
+                    first_inside.clamp(strip_start, strip_end),
+                    end_inside.clamp(strip_start, strip_end),
                 );
+                for oy in 0..g.out_height {
+                    let top = oy as isize * s - 1;
+                    if top < 0 || top + 2 >= h || from >= to {
+                        (strip_start..strip_end).for_each(|ox| border(oy, ox));
+                        continue;
+                    }
+                    (strip_start..from).for_each(|ox| border(oy, ox));
+                    // Every tap inside: no tests, three row pointers stepping along.
+                    let row = x.add((top as usize * g.width + from * g.stride - 1) * c);
+                    let mut q = [row, row.add(g.width * c), row.add(2 * g.width * c)];
+                    let mut out = y.add((oy * g.out_width + from) * c);
+                    for _ in from..to {
+                        let mut sums = [bias, $zero(), $zero()];
+                        for (ky, (sum, p)) in sums.iter_mut().zip(&q).enumerate() {
+                            *sum = $fmadd(load(*p), taps[ky * 3], *sum);
+                            *sum = $fmadd(load(p.add(c)), taps[ky * 3 + 1], *sum);
+                            *sum = $fmadd(load(p.add(2 * c)), taps[ky * 3 + 2], *sum);
+                        }
+                        store(out, $max(add3(sums), floor));
+                        q = q.map(|p| p.add(g.stride * c));
+                        out = out.add(c);
+                    }
+                    (to..strip_end).for_each(|ox| border(oy, ox));
+                }
             }
-            sum
         }
     };
 }
