@@ -9,11 +9,11 @@
 //! rows in three accumulators, so that consecutive outputs overlap rather than wait on
 //! one chain of nine FMAs. Other paths take plain Rust, which the tests also check.
 //!
-//! Inside FD-MobileNet and MobileNet (AVX-512, `edgebench profile M --engine edge
-//! --nodes`) it matches the planar kernel on the 7x7 maps (512 channels: 9-10 us) and
-//! trails it on the 14x14 ones of 256 channels (14 against 11 us): there a block's
-//! pixels lie 1 KiB apart and share four L1 sets. The 1x1 layers on either side, which
-//! store and read channels-last without transposes, more than make up for it.
+//! Inside FD-MobileNet and MobileNet (`edgebench profile M --engine edge --nodes`) it
+//! trails the planar kernel: 7x7 maps of 512 channels 12 against 8 us with AVX-512 (24
+//! against 12 with AVX2), 14x14 maps of 256 channels 16 against 13 (23 against 16); a
+//! block's pixels lie 1-2 KiB apart and share a few L1 sets. The 1x1 layers on either
+//! side, which store and read channels-last without transposes, make up for it.
 
 use super::isa::{same_bits, Isa};
 
