@@ -433,11 +433,11 @@ mod tests {
             }
         }
         let packed = PackedPoolLinear::new(&weights, &bias, channels, classes);
+        let channels_last = test_channels_last(&input, channels, plane);
         for imp in Isa::ALL {
             if !imp.is_available() {
                 continue;
             }
-            let channels_last = test_channels_last(&input, channels, plane);
             for (layout, input) in [
                 (Layout::Planar, &input),
                 (Layout::ChannelsLast, &channels_last),
