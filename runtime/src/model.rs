@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
+use crate::engine::PixelPadding;
 use crate::error::{one_line, RuntimeError};
 
 /// Largest tensor (in elements) the loader accepts anywhere in a model: 2^28 f32 elements is
@@ -515,8 +516,8 @@ fn load_unguarded(
         model = crate::engine::rewrite_optimised(model)
             .map_err(tract_err("the edge engine rewrite"))?
             .0;
-        if channels_last_enabled() {
-            model = crate::engine::channels_last(model)
+        if let Some(padding) = channels_last_setting() {
+            model = crate::engine::channels_last(model, padding)
                 .map_err(tract_err("the edge engine's channels-last pass"))?;
         }
     }
@@ -545,15 +546,20 @@ fn load_unguarded(
     ))
 }
 
-/// Every intermediate tensor must fit too: a Reshape or Resize can declare a huge output
-/// from a small input.
-/// Whether the edge engine keeps activations channels-last between the layers that are
-/// faster so (`crate::engine::channels_last`, x86 only). On unless the environment sets
-/// `EDGE_CHANNELS_LAST=0`: that switch exists to measure the difference in one build.
-fn channels_last_enabled() -> bool {
-    std::env::var_os("EDGE_CHANNELS_LAST").is_none_or(|v| v != "0")
+/// Whether and how the edge engine keeps activations channels-last between the layers
+/// that are faster so (`crate::engine::channels_last`, x86 only). On, with padded pixels,
+/// unless the environment sets `EDGE_CHANNELS_LAST=0` (off) or `=dense` (no padding):
+/// switches that exist to measure each difference in one build.
+fn channels_last_setting() -> Option<PixelPadding> {
+    match std::env::var_os("EDGE_CHANNELS_LAST") {
+        Some(v) if v == "0" => None,
+        Some(v) if v == "dense" => Some(PixelPadding::Dense),
+        _ => Some(PixelPadding::Padded),
+    }
 }
 
+/// Every intermediate tensor must fit too: a Reshape or Resize can declare a huge output
+/// from a small input.
 fn check_typed_sizes(model: &TypedModel, what: &str) -> Result<(), RuntimeError> {
     for node in model.nodes() {
         for (ix, output) in node.outputs.iter().enumerate() {

@@ -14,10 +14,15 @@
 //! can (a panel-run [`EdgePointwise`], [`EdgePoolLinear`], or an [`EdgeDepthwise3x3`]
 //! whose output is in turn kept channels-last), possibly through nodes that only add or
 //! drop the unit batch axis. Nothing else ever sees such a tensor, and a model's outputs
-//! stay planar. The facts keep their NCHW shapes: only the bytes' order changes, which
-//! each op records in its own fields (`layouts`, `channels_last`, `layout`).
+//! stay planar. The facts keep their NCHW shapes and only the bytes' order changes, which
+//! each op records in its own fields (`layouts`, `channels_last`, `layout`), but for one
+//! thing: a tensor that only 1x1, depthwise and head layers write and read gets
+//! [`padded_pixel`] floats per pixel, a line more than its channels where those are a
+//! multiple of 128, and its channel axis says so. Unpadded, the depthwise kernel's pixels
+//! fall into a few L1 sets (see `kernels::layout`).
 
 use super::{EdgeDepthwise3x3, EdgePointwise, EdgePoolLinear};
+use crate::kernels::layout::padded_pixel;
 use crate::kernels::{DepthwiseChannelsLast, Isa, Layout, Layouts};
 use std::collections::HashMap;
 use tract_onnx::tract_core::internal::*;
@@ -76,9 +81,18 @@ fn role(model: &TypedModel, node: &TypedNode, imp: Isa) -> TractResult<Role> {
     Ok(Role::Other)
 }
 
+/// Whether channels-last tensors between 1x1 and depthwise layers get padded pixels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PixelPadding {
+    /// [`padded_pixel`] floats per pixel.
+    Padded,
+    /// As many floats per pixel as channels (to measure what the padding gains).
+    Dense,
+}
+
 /// Keeps the tensors described above channels-last, for the vector path that will run
 /// (`Isa::best()`).
-pub fn channels_last(mut model: TypedModel) -> TractResult<TypedModel> {
+pub fn channels_last(mut model: TypedModel, padding: PixelPadding) -> TractResult<TypedModel> {
     let imp = Isa::best();
     let order = model.eval_order()?;
     let roles: HashMap<usize, Role> = order
@@ -102,41 +116,68 @@ pub fn channels_last(mut model: TypedModel) -> TractResult<TypedModel> {
             });
         accepted.insert(id, ok);
     }
-    // Which outputs are written channels-last, from the first node on (a node's input is
-    // decided before it), each op told its layouts as soon as they are known.
-    let mut last: HashMap<usize, bool> = HashMap::new();
+    // Which outputs are written channels-last, and how, from the first node on (a node's
+    // input is decided before it), each op told its layouts as soon as they are known and
+    // its output facts worked out again (a padded pixel widens the channel axis).
+    let mut layouts: HashMap<usize, Layout> = HashMap::new();
     for &id in &order {
-        let input_last = model.node(id).inputs.first().is_some_and(|i| last[&i.node]);
+        let node = model.node(id);
+        let input = node
+            .inputs
+            .first()
+            .map_or(Layout::Planar, |i| layouts[&i.node]);
         let output_last = match roles[&id] {
             Role::Panels => accepted[&id],
-            Role::Depthwise | Role::BatchAxis => input_last,
+            Role::Depthwise => input.is_channels_last(),
+            // The input is never padded (below), so the shape it passes on holds.
+            Role::BatchAxis => {
+                layouts.insert(id, input);
+                continue;
+            }
             Role::Head | Role::Other => false,
         };
-        last.insert(id, output_last);
-        set_layouts(model.node_mut(id), input_last, output_last)?;
+        let output = if output_last {
+            let fact = model.outlet_fact(OutletId::new(id, 0))?;
+            let channels = fact.shape[fact.rank() - 3].to_usize()?;
+            let readers_take_padding = model
+                .outlet_successors(OutletId::new(id, 0))
+                .iter()
+                .all(|s| matches!(roles[&s.node], Role::Panels | Role::Depthwise | Role::Head));
+            Layout::ChannelsLast {
+                pixel_floats: if readers_take_padding && padding == PixelPadding::Padded {
+                    padded_pixel(channels)
+                } else {
+                    channels
+                },
+            }
+        } else {
+            Layout::Planar
+        };
+        layouts.insert(id, output);
+        if roles[&id] != Role::Other {
+            set_layouts(&mut model, id, Layouts { input, output })?;
+        }
     }
     Ok(model)
 }
 
-/// Records a node's input and output layouts in its op (ops without a choice ignore it).
-fn set_layouts(node: &mut TypedNode, input_last: bool, output_last: bool) -> TractResult<()> {
-    let as_layout = |l: bool| {
-        if l {
-            Layout::ChannelsLast
-        } else {
-            Layout::Planar
-        }
-    };
+/// Records a node's input and output layouts in its op and works its output facts out
+/// again from its input facts.
+fn set_layouts(model: &mut TypedModel, id: usize, layouts: Layouts) -> TractResult<()> {
+    let node = model.node_mut(id);
     if let Some(op) = node.op_as::<EdgePointwise>() {
         let mut op = op.clone();
-        op.layouts = Layouts {
-            input: as_layout(input_last),
-            output: as_layout(output_last),
-        };
+        op.layouts = layouts;
         node.op = Box::new(op);
     } else if let Some(op) = node.op_as::<EdgeDepthwise3x3>() {
-        ensure!(input_last == output_last, "{}: mixed layouts", node.name);
+        let output_last = layouts.output.is_channels_last();
+        ensure!(
+            layouts.input.is_channels_last() == output_last,
+            "{}: mixed layouts",
+            node.name
+        );
         let mut op = op.clone();
+        op.layouts = layouts;
         op.channels_last = if output_last {
             Some(Arc::new(DepthwiseChannelsLast::new(
                 op.weights.try_as_plain_ram()?.as_slice::<f32>()?,
@@ -149,8 +190,18 @@ fn set_layouts(node: &mut TypedNode, input_last: bool, output_last: bool) -> Tra
         node.op = Box::new(op);
     } else if let Some(op) = node.op_as::<EdgePoolLinear>() {
         let mut op = op.clone();
-        op.layout = as_layout(input_last);
+        op.layout = layouts.input;
         node.op = Box::new(op);
+    }
+    let node = model.node(id);
+    let facts = node.op.output_facts(&model.node_input_facts(id)?)?;
+    ensure!(
+        facts.len() == node.outputs.len(),
+        "{}: output count",
+        node.name
+    );
+    for (slot, fact) in facts.into_iter().enumerate() {
+        model.set_outlet_fact(OutletId::new(id, slot), fact)?;
     }
     Ok(())
 }

@@ -7,7 +7,8 @@ use tract_onnx::tract_core::internal::*;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EdgePoolLinear {
     pub kernel: Arc<PackedPoolLinear>,
-    /// How the input lies in memory (its shape stays NCHW).
+    /// How the input lies in memory (its shape stays NCHW, the channel axis giving a
+    /// channels-last layout's floats per pixel).
     pub layout: Layout,
 }
 
@@ -15,11 +16,10 @@ impl EdgePoolLinear {
     /// Images in an `[N, C, H, W]` or `[C, H, W]` input (one for rank 3).
     fn images(&self, shape: &[TDim]) -> TractResult<TDim> {
         let rank = shape.len();
+        let channels = self.layout.floats_per_pixel(self.kernel.channels);
         ensure!(
-            (rank == 3 || rank == 4)
-                && shape[rank - 3].to_usize().ok() == Some(self.kernel.channels),
-            "EdgePoolLinear expects (N)CHW input with {} channels, got {shape:?}",
-            self.kernel.channels
+            (rank == 3 || rank == 4) && shape[rank - 3].to_usize().ok() == Some(channels),
+            "EdgePoolLinear expects (N)CHW input with {channels} channels, got {shape:?}"
         );
         Ok(if rank == 4 {
             shape[0].clone()

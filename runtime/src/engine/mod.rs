@@ -21,7 +21,7 @@ pub mod head;
 pub mod maxpool;
 pub mod pointwise;
 
-pub use channels_last::channels_last;
+pub use channels_last::{channels_last, PixelPadding};
 pub use depthwise::EdgeDepthwise3x3;
 pub use elementwise::{EdgeAddRelu, EdgeBiasRelu, EdgeRelu};
 pub use head::EdgePoolLinear;
@@ -199,6 +199,16 @@ fn nchw_f32(
     Ok(matches.then_some(rank))
 }
 
+/// The elements of an `(N)CHW` shape per channel (images times pixels): an op's work
+/// counted by channel, whatever its channel axis holds (a padded channels-last layout
+/// has more floats per pixel than channels).
+fn per_channel(shape: &ShapeFact) -> TDim {
+    let channel_axis = shape.rank() - 3;
+    (shape.iter().enumerate())
+        .filter(|(axis, _)| *axis != channel_axis)
+        .fold(1.to_dim(), |n, (_, d)| n * d.clone())
+}
+
 /// Padding 1 on every side, as explicit ONNX pads without ceil mode.
 fn padded_by_one(padding: &PaddingSpec) -> bool {
     match padding {
@@ -270,6 +280,7 @@ fn average_pool_as_depthwise(model: &mut TypedModel, id: usize) -> TractResult<b
             .into_arc_tensor(),
         bias: tensor1(&vec![0f32; channels]).into_arc_tensor(),
         channels_last: None,
+        layouts: Layouts::default(),
     };
     let name = format!("{}.edge_avg3x3", node.name);
     let data = node.inputs[0];
@@ -1031,6 +1042,7 @@ fn plan_depthwise(model: &TypedModel, id: usize) -> TractResult<Option<Depthwise
             .into_arc_tensor(),
         bias: tensor1(&shift).into_arc_tensor(),
         channels_last: None,
+        layouts: Layouts::default(),
     };
     Ok(Some(DepthwisePlan {
         op,

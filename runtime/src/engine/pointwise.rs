@@ -10,7 +10,8 @@ use tract_onnx::tract_core::internal::*;
 pub struct EdgePointwise {
     pub kernel: Arc<PackedPointwise>,
     /// How the input and output lie in memory; the shapes stay NCHW either way (planar
-    /// unless [`crate::engine::channels_last()`] chose otherwise).
+    /// unless [`crate::engine::channels_last()`] chose otherwise), their channel axes
+    /// giving a channels-last side's floats per pixel.
     pub layouts: Layouts,
 }
 
@@ -26,11 +27,16 @@ fn check_nchw(op: &str, rank: usize, channels: Option<usize>, expected: usize) -
 
 impl EdgePointwise {
     fn check_rank(&self, rank: usize, channels: Option<usize>) -> TractResult<()> {
-        check_nchw(
-            "EdgePointwise",
-            rank,
-            channels,
-            self.kernel.input_channels(),
+        check_nchw("EdgePointwise", rank, channels, self.channel_dims().0)
+    }
+
+    /// The channel axis of the input and of the output: the channels, or the floats per
+    /// pixel of a channels-last layout.
+    fn channel_dims(&self) -> (usize, usize) {
+        let k = &self.kernel;
+        (
+            self.layouts.input.floats_per_pixel(k.input_channels()),
+            self.layouts.output.floats_per_pixel(k.output_channels()),
         )
     }
 }
@@ -71,8 +77,10 @@ impl EvalOp for EdgePointwise {
         self.check_rank(rank, rank.checked_sub(3).map(|a| shape[a]))?;
         let pixels = shape[rank - 2] * shape[rank - 1];
         let mut out_shape = shape.clone();
-        out_shape[rank - 3] = self.kernel.output_channels();
-        // SAFETY: the kernel writes every output element (none when the map is empty).
+        out_shape[rank - 3] = self.channel_dims().1;
+        // SAFETY: the kernel writes every output element (none when the map is empty), but
+        // for the floats after each pixel's channels in a channels-last layout, which
+        // nothing reads.
         let mut output = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
         if shape.iter().all(|&d| d > 0) {
             let imp = Isa::best();
@@ -103,15 +111,17 @@ impl TypedOp for EdgePointwise {
         let channels = rank.checked_sub(3).and_then(|a| shape[a].to_usize().ok());
         self.check_rank(rank, channels)?;
         let mut dims: TVec<TDim> = shape.iter().cloned().collect();
-        dims[rank - 3] = self.kernel.output_channels().to_dim();
+        dims[rank - 3] = self.channel_dims().1.to_dim();
         Ok(tvec!(f32::fact(dims)))
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        // Per output channel, not per float of a padded pixel.
         let facts = self.output_facts(inputs)?;
+        let planes = super::per_channel(&facts[0].shape);
         Ok(tvec!((
             Cost::FMA(f32::datum_type()),
-            facts[0].shape.volume() * self.kernel.depth
+            planes * (self.kernel.output_channels() * self.kernel.depth)
         )))
     }
 }

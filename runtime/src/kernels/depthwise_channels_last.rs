@@ -81,31 +81,36 @@ impl DepthwiseChannelsLast {
         (d + 2 - 3) / stride + 1
     }
 
-    /// Runs on `input.len() / (height * width * channels)` images; `output` holds as many
-    /// of the output size. Panics on mismatched lengths, an empty map, a stride other
-    /// than 1 or 2, or an unavailable `imp` (callers validate shapes first).
+    /// Runs on `input.len() / (height * width * pixel_floats.0)` images; `output` holds
+    /// as many of the output size. `pixel_floats` is the floats per pixel of the input
+    /// and of the output (at least `channels`; the floats after a pixel's channels are
+    /// neither read nor written). Panics on mismatched lengths, an empty map, a stride
+    /// other than 1 or 2, or an unavailable `imp` (callers validate shapes first).
     pub fn run(
         &self,
         imp: Isa,
         input: &[f32],
-        height: usize,
-        width: usize,
+        (height, width): (usize, usize),
         stride: usize,
         output: &mut [f32],
+        pixel_floats: (usize, usize),
     ) {
         assert!(imp.is_available(), "{imp:?} is not available on this CPU");
         assert!(stride == 1 || stride == 2);
         assert!(height > 0 && width > 0 && self.channels > 0);
+        assert!(pixel_floats.0 >= self.channels && pixel_floats.1 >= self.channels);
         let (oh, ow) = (
             Self::output_side(height, stride),
             Self::output_side(width, stride),
         );
-        let image_in = height * width * self.channels;
-        let image_out = oh * ow * self.channels;
+        let image_in = height * width * pixel_floats.0;
+        let image_out = oh * ow * pixel_floats.1;
         assert_eq!(input.len() % image_in, 0);
         assert_eq!(output.len(), input.len() / image_in * image_out);
         let geometry = Geometry {
             channels: self.channels,
+            x_pixel: pixel_floats.0,
+            y_pixel: pixel_floats.1,
             height,
             width,
             stride,
@@ -131,10 +136,9 @@ impl DepthwiseChannelsLast {
     }
 
     fn image_scalar(&self, g: &Geometry, x: &[f32], y: &mut [f32]) {
-        let c_all = g.channels;
         for oy in 0..g.out_height {
             for ox in 0..g.out_width {
-                for c in 0..c_all {
+                for c in 0..g.channels {
                     let mut acc = self.bias[c];
                     for ky in 0..3 {
                         let Some(iy) = (oy * g.stride + ky).checked_sub(1) else {
@@ -151,10 +155,11 @@ impl DepthwiseChannelsLast {
                                 continue;
                             }
                             let t = ky * 3 + kx;
-                            acc += self.taps[tap_index(c, t)] * x[(iy * g.width + ix) * c_all + c];
+                            acc +=
+                                self.taps[tap_index(c, t)] * x[(iy * g.width + ix) * g.x_pixel + c];
                         }
                     }
-                    y[(oy * g.out_width + ox) * c_all + c] = acc.max(g.floor);
+                    y[(oy * g.out_width + ox) * g.y_pixel + c] = acc.max(g.floor);
                 }
             }
         }
@@ -168,15 +173,16 @@ fn tap_index(c: usize, t: usize) -> usize {
 
 /// Output columns per strip, so that a channel block's lines in use (three input rows
 /// of the strip and its outputs) fit the L1 sets they map to. A block reads one line per
-/// pixel, `channels * 4` bytes apart; when that is a multiple of the line, those lines
+/// pixel, `x_pixel * 4` bytes apart; when that is a multiple of the line, those lines
 /// fall into only `64 / gcd(stride in lines, 64)` of a 32 KiB 8-way L1's 64 sets (4 at
-/// 256 channels, 1 at 1024), and whole rows of them no longer fit.
+/// 256 floats, 1 at 1024), and whole rows of them no longer fit. (The engine pads such
+/// pixels by a line, `layout::padded_pixel`, so that its layers take whole rows.)
 #[cfg(any(target_arch = "x86_64", test))]
 fn strip_width(g: &Geometry) -> usize {
     const SETS: usize = 64;
     // Ways per set left to these lines (the weights, bias and stack share the cache).
     const WAYS: usize = 7;
-    let bytes = g.channels * 4;
+    let bytes = g.x_pixel * 4;
     if !bytes.is_multiple_of(64) {
         return g.out_width;
     }
@@ -197,6 +203,9 @@ fn strip_width(g: &Geometry) -> usize {
 /// One image's shapes.
 struct Geometry {
     channels: usize,
+    /// Floats per pixel of the input and of the output.
+    x_pixel: usize,
+    y_pixel: usize,
     height: usize,
     width: usize,
     stride: usize,
@@ -228,8 +237,8 @@ macro_rules! channels_last_kernel {
             x: &[f32],
             y: &mut [f32],
         ) {
-            debug_assert_eq!(x.len(), g.height * g.width * g.channels);
-            debug_assert_eq!(y.len(), g.out_height * g.out_width * g.channels);
+            debug_assert_eq!(x.len(), g.height * g.width * g.x_pixel);
+            debug_assert_eq!(y.len(), g.out_height * g.out_width * g.y_pixel);
             let mut first = 0;
             while first < g.channels {
                 let lanes = (g.channels - first).min($lanes);
@@ -254,7 +263,7 @@ macro_rules! channels_last_kernel {
             first: usize,
             lanes: usize,
         ) {
-            let c = g.channels;
+            let (cx, cy) = (g.x_pixel, g.y_pixel);
             let tap_block = layer.taps.as_ptr().add(super::tap_index(first, 0));
             let mut taps = [$zero(); 9];
             for (t, tap) in taps.iter_mut().enumerate() {
@@ -295,11 +304,11 @@ macro_rules! channels_last_kernel {
                         if ix < 0 || ix >= w {
                             continue;
                         }
-                        let p = x.add((iy * w + ix) as usize * c);
+                        let p = x.add((iy * w + ix) as usize * cx);
                         *sum = $fmadd(load(p), taps[ky * 3 + kx], *sum);
                     }
                 }
-                store(y.add((oy * g.out_width + ox) * c), $max(add3(sums), floor));
+                store(y.add((oy * g.out_width + ox) * cy), $max(add3(sums), floor));
             };
             for strip_start in (0..g.out_width).step_by(strip) {
                 let strip_end = (strip_start + strip).min(g.out_width);
@@ -315,19 +324,19 @@ macro_rules! channels_last_kernel {
                     }
                     (strip_start..from).for_each(|ox| border(oy, ox));
                     // Every tap inside: no tests, three row pointers stepping along.
-                    let row = x.add((top as usize * g.width + from * g.stride - 1) * c);
-                    let mut q = [row, row.add(g.width * c), row.add(2 * g.width * c)];
-                    let mut out = y.add((oy * g.out_width + from) * c);
+                    let row = x.add((top as usize * g.width + from * g.stride - 1) * cx);
+                    let mut q = [row, row.add(g.width * cx), row.add(2 * g.width * cx)];
+                    let mut out = y.add((oy * g.out_width + from) * cy);
                     for _ in from..to {
                         let mut sums = [bias, $zero(), $zero()];
                         for (ky, (sum, p)) in sums.iter_mut().zip(&q).enumerate() {
                             *sum = $fmadd(load(*p), taps[ky * 3], *sum);
-                            *sum = $fmadd(load(p.add(c)), taps[ky * 3 + 1], *sum);
-                            *sum = $fmadd(load(p.add(2 * c)), taps[ky * 3 + 2], *sum);
+                            *sum = $fmadd(load(p.add(cx)), taps[ky * 3 + 1], *sum);
+                            *sum = $fmadd(load(p.add(2 * cx)), taps[ky * 3 + 2], *sum);
                         }
                         store(out, $max(add3(sums), floor));
-                        q = q.map(|p| p.add(g.stride * c));
-                        out = out.add(c);
+                        q = q.map(|p| p.add(g.stride * cx));
+                        out = out.add(cy);
                     }
                     (to..strip_end).for_each(|ox| border(oy, ox));
                 }
@@ -440,9 +449,17 @@ mod avx2 {
 mod tests {
     use super::*;
     use crate::kernels::depthwise::{reference, Depthwise3x3};
-    use crate::kernels::isa::test_channels_last;
+    use crate::kernels::isa::test_channels_last_padded;
 
     fn check(c: usize, h: usize, w: usize, stride: usize, relu: bool) {
+        for pad in [(0, 0), (16, 0), (3, 16)] {
+            check_padded(c, h, w, stride, relu, pad);
+        }
+    }
+
+    /// `pad`: the floats after each input and each output pixel's channels. The input's
+    /// are NaN, the output's must stay as they were (NaN too).
+    fn check_padded(c: usize, h: usize, w: usize, stride: usize, relu: bool, pad: (usize, usize)) {
         let x: Vec<f32> = (0..c * h * w)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
             .collect();
@@ -457,20 +474,23 @@ mod tests {
             stride,
             relu,
         };
-        let expected = test_channels_last(
+        let pixel_floats = (c + pad.0, c + pad.1);
+        let expected = test_channels_last_padded(
             &reference(&planar, &x, &weights, &bias),
             c,
             planar.output_height() * planar.output_width(),
+            pixel_floats.1,
         );
         let layer = DepthwiseChannelsLast::new(&weights, &bias, relu);
-        let x_last = test_channels_last(&x, c, h * w);
+        let x_last = test_channels_last_padded(&x, c, h * w, pixel_floats.0);
         for imp in Isa::ALL.into_iter().filter(|i| i.is_available()) {
             let mut y = vec![f32::NAN; expected.len()];
-            layer.run(imp, &x_last, h, w, stride, &mut y);
+            layer.run(imp, &x_last, (h, w), stride, &mut y, pixel_floats);
             for (i, (a, b)) in y.iter().zip(&expected).enumerate() {
+                let close = (a - b).abs() <= 1e-5 * (1.0 + b.abs());
                 assert!(
-                    (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
-                    "{imp:?} c{c} {h}x{w} s{stride} relu {relu}: [{i}] {a} != {b}"
+                    close || (a.is_nan() && b.is_nan()),
+                    "{imp:?} c{c} {h}x{w} s{stride} relu {relu} pad {pad:?}: [{i}] {a} != {b}"
                 );
             }
         }
@@ -490,9 +510,17 @@ mod tests {
     #[test]
     fn column_strips_cover_the_map() {
         // Channel counts whose pixel stride is a multiple of a line take column strips.
-        for (c, strip) in [(256, 5), (512, 2), (1024, 1)] {
+        // Padded by a line, they take whole rows.
+        for (c, x_pixel, strip) in [
+            (256, 256, 5),
+            (512, 512, 2),
+            (1024, 1024, 1),
+            (512, 528, 14),
+        ] {
             let g = Geometry {
                 channels: c,
+                x_pixel,
+                y_pixel: c,
                 height: 14,
                 width: 14,
                 stride: 1,
@@ -521,16 +549,16 @@ mod tests {
         let two: Vec<f32> = one.iter().map(|v| -v).collect();
         for imp in Isa::ALL.into_iter().filter(|i| i.is_available()) {
             let mut single = [vec![0f32; c * h * w], vec![0f32; c * h * w]];
-            layer.run(imp, &one, h, w, 1, &mut single[0]);
-            layer.run(imp, &two, h, w, 1, &mut single[1]);
+            layer.run(imp, &one, (h, w), 1, &mut single[0], (c, c));
+            layer.run(imp, &two, (h, w), 1, &mut single[1], (c, c));
             let mut both = vec![0f32; 2 * c * h * w];
             layer.run(
                 imp,
                 &[one.clone(), two.clone()].concat(),
-                h,
-                w,
+                (h, w),
                 1,
                 &mut both,
+                (c, c),
             );
             assert_eq!(both, single.concat(), "{imp:?}");
         }

@@ -106,10 +106,29 @@ pub fn test_pattern(len: usize, seed: u32) -> Vec<f32> {
 /// Planar images (`[channels][pixels]` each) as channels-last ones (`[pixels][channels]`).
 #[cfg(test)]
 pub fn test_channels_last(planar: &[f32], channels: usize, pixels: usize) -> Vec<f32> {
+    test_channels_last_padded(planar, channels, pixels, channels)
+}
+
+/// As [`test_channels_last`] with `pixel_floats` floats per pixel, NaN after each pixel's
+/// channels: a kernel that read them would turn its outputs NaN.
+#[cfg(test)]
+pub fn test_channels_last_padded(
+    planar: &[f32],
+    channels: usize,
+    pixels: usize,
+    pixel_floats: usize,
+) -> Vec<f32> {
     planar
         .chunks_exact(channels * pixels)
         .flat_map(|x| {
-            (0..channels * pixels).map(move |i| x[(i % channels) * pixels + i / channels])
+            (0..pixel_floats * pixels).map(move |i| {
+                let (pixel, c) = (i / pixel_floats, i % pixel_floats);
+                if c < channels {
+                    x[c * pixels + pixel]
+                } else {
+                    f32::NAN
+                }
+            })
         })
         .collect()
 }

@@ -239,7 +239,8 @@ impl PackedPointwise {
     }
 
     /// [`PackedPointwise::run_with`] on images laid out as `layouts` says (planar ones
-    /// `[channels][pixels]`, channels-last ones `[pixels][channels]`).
+    /// `[channels][pixels]`, channels-last ones `[pixels][pixel_floats]`, of which only
+    /// each pixel's first `channels` floats are read or written).
     ///
     /// Panics unless the layouts are planar or
     /// [`PackedPointwise::channels_last_capable`] (a programming error).
@@ -258,12 +259,10 @@ impl PackedPointwise {
             self.channels_last_capable(imp, pixels),
             "no channels-last path for this layer on {imp:?}"
         );
-        let image_in = self.input_channels() * pixels;
+        let image_in = layouts.input.floats_per_pixel(self.input_channels()) * pixels;
+        let image_out = layouts.output.floats_per_pixel(self.output_channels()) * pixels;
         assert!(pixels > 0 && input.len().is_multiple_of(image_in));
-        assert_eq!(
-            output.len(),
-            input.len() / image_in * self.output_channels() * pixels
-        );
+        assert_eq!(output.len(), input.len() / image_in * image_out);
         #[cfg(target_arch = "x86_64")]
         self.run_channel_panels(imp, input, pixels, output, layouts);
     }
@@ -284,8 +283,12 @@ impl PackedPointwise {
             .find(|p| p.isa() == imp)
             .expect("panels are packed for every available vector path");
         let floor = if self.relu { 0.0 } else { f32::NEG_INFINITY };
-        let (group_in, group_out) = (self.depth * pixels, self.rows * pixels);
-        // The groups of every image follow each other in NCHW.
+        // The groups of every image follow each other in NCHW (channels-last layouts
+        // have one group).
+        let (group_in, group_out) = (
+            layouts.input.floats_per_pixel(self.depth) * pixels,
+            layouts.output.floats_per_pixel(self.rows) * pixels,
+        );
         for (i, (x, out)) in input
             .chunks_exact(group_in)
             .zip(output.chunks_exact_mut(group_out))
@@ -974,7 +977,7 @@ mod neon {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::isa::{test_channels_last, test_pattern};
+    use crate::kernels::isa::{test_channels_last_padded, test_pattern};
     use crate::kernels::layout::Layout;
 
     /// Straight from the definition, in f64.
@@ -1034,18 +1037,22 @@ mod tests {
                     continue;
                 }
                 // Where the panels run the layer: every mix of planar and channels-last.
-                for layouts in channels_last_mixes() {
+                for layouts in channels_last_mixes(depth, rows) {
                     let pick = |layout, planar: &[f32], channels| match layout {
                         Layout::Planar => planar.to_vec(),
-                        Layout::ChannelsLast => test_channels_last(planar, channels, pixels),
+                        Layout::ChannelsLast { pixel_floats } => {
+                            test_channels_last_padded(planar, channels, pixels, pixel_floats)
+                        }
                     };
                     let x = pick(layouts.input, &input, depth);
                     let want = pick(layouts.output, &expected, rows);
                     let mut got = vec![f32::NAN; want.len()];
                     packed.run_layouts(imp, &x, pixels, &mut got, layouts);
                     for (i, (e, a)) in want.iter().zip(&got).enumerate() {
+                        // The padding stays NaN, unwritten.
+                        let close = (e - a).abs() <= 1e-5 * (1.0 + e.abs()) * (depth as f32).sqrt();
                         assert!(
-                            (e - a).abs() <= 1e-5 * (1.0 + e.abs()) * (depth as f32).sqrt(),
+                            close || (e.is_nan() && a.is_nan()),
                             "{imp:?} {layouts:?} m{rows} k{depth} n{pixels} relu {relu} at {i}: {a} != {e}"
                         );
                     }
@@ -1054,10 +1061,23 @@ mod tests {
         }
     }
 
-    /// The layouts other than planar to planar.
-    fn channels_last_mixes() -> [Layouts; 3] {
-        let (p, c) = (Layout::Planar, Layout::ChannelsLast);
-        [(p, c), (c, p), (c, c)].map(|(input, output)| Layouts { input, output })
+    /// The layouts other than planar to planar: channels-last dense, and padded (by a
+    /// line, and by an odd 3 floats) on either side.
+    fn channels_last_mixes(depth: usize, rows: usize) -> [Layouts; 6] {
+        let p = Layout::Planar;
+        let last = |channels: usize, pad: usize| Layout::ChannelsLast {
+            pixel_floats: channels + pad,
+        };
+        let (x, y) = (last(depth, 0), last(rows, 0));
+        [
+            (p, y),
+            (x, p),
+            (x, y),
+            (last(depth, 16), last(rows, 3)),
+            (last(depth, 3), p),
+            (p, last(rows, 16)),
+        ]
+        .map(|(input, output)| Layouts { input, output })
     }
 
     #[test]

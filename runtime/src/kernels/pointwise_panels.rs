@@ -17,13 +17,13 @@
 //! vectors). A tile ends transposed (channels along the vector); it goes to the NCHW
 //! output through a transpose in registers and a store of each channel's pixels.
 //!
-//! Either side may instead be channels-last (`[pixels][channels]`, see [`Layout`]), as
+//! Either side may instead be channels-last (`[pixels][channels]`, see [`super::Layout`]), as
 //! the engine keeps the activations between such layers: a channels-last input is read
 //! in place (each pixel's `k` contiguous, no strips), and a channels-last output takes
 //! one plain store per vector, no transpose (which costs 2-12 % of these layers).
 
 use super::isa::Isa;
-use super::layout::{Layout, Layouts};
+use super::layout::Layouts;
 
 /// Floats per 64-byte cache line: the weight panels are prefetched a line per step of `k`.
 const LINE_FLOATS: usize = 16;
@@ -103,11 +103,12 @@ impl ChannelPanels {
     }
 
     /// One group of one image: `x` is `[depth][pixels]`, `out` `[rows][pixels]`, or
-    /// `[pixels][depth]` and `[pixels][rows]` where `layouts` says channels-last.
+    /// `[pixels][pixel_floats]` where `layouts` says channels-last (each pixel's first
+    /// `depth` or `rows` floats read or written).
     ///
     /// # Safety
     /// The panels' instruction set is available; `x` and `out` hold exactly the group's
-    /// `depth * pixels` and `rows * pixels` floats, `group < groups`.
+    /// floats (`pixels` times those per pixel in their layouts), `group < groups`.
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn run_group(
         &self,
@@ -120,16 +121,19 @@ impl ChannelPanels {
         out: &mut [f32],
         layouts: Layouts,
     ) {
-        assert_eq!(x.len(), depth * pixels);
-        assert_eq!(out.len(), rows * pixels);
+        let x_pixel = layouts.input.floats_per_pixel(depth);
+        let out_pixel = layouts.output.floats_per_pixel(rows);
+        assert!(x_pixel >= depth && out_pixel >= rows);
+        assert_eq!(x.len(), x_pixel * pixels);
+        assert_eq!(out.len(), out_pixel * pixels);
         let lanes = self.lanes;
         // AVX2: the input is first copied into `[tile][k][pixel]` strips, so a tile reads
         // its pixels of every row of `k` from consecutive lines rather than one line (or
         // two) per step of `k`, `pixels` floats apart; each panel streams the strips from L2.
         // SAFETY (caller: the ISA): x holds depth * pixels floats (asserted); AVX2 tiles
         // are at most 8 pixels wide.
-        let x_last = layouts.input == Layout::ChannelsLast;
-        let out_last = layouts.output == Layout::ChannelsLast;
+        let x_last = layouts.input.is_channels_last();
+        let out_last = layouts.output.is_channels_last();
         let strips = (self.isa == Isa::Avx2Fma && !x_last)
             .then(|| unsafe { pixel_strips(x, depth, pixels, self.tile_pixels) });
         let panels = &self.packed[group * self.group_floats..][..self.group_floats];
@@ -148,9 +152,10 @@ impl ChannelPanels {
                 // SAFETY (caller: the ISA): the panel holds depth * width floats, bias
                 // width from `first`; x is read at columns start..start + cols of depth
                 // rows `pixels` apart, and out written at the same columns of the `real`
-                // rows from `first` (channels-last: all `depth` floats of pixels
-                // start..start + cols, and floats first..first + real of the same pixels'
-                // `rows`), all inside the slices (asserted); prefetches do not access
+                // rows from `first` (channels-last: the first `depth` floats of pixels
+                // start..start + cols, `x_pixel` apart, and floats first..first + real
+                // of the same pixels, `out_pixel` apart), all inside the slices
+                // (asserted); prefetches do not access
                 // memory. AVX2 tiles write 8 floats from `start` of a planar row only when
                 // they lie inside the row, the extra ones rewritten by later tiles.
                 let args = TileArgs {
@@ -160,7 +165,7 @@ impl ChannelPanels {
                     bias: bias[first..].as_ptr(),
                     floor,
                     x: match &strips {
-                        _ if x_last => x.as_ptr().add(start * depth),
+                        _ if x_last => x.as_ptr().add(start * x_pixel),
                         Some(strips) => strips.as_ptr().add(start * depth),
                         None => x.as_ptr().add(start),
                     },
@@ -169,10 +174,10 @@ impl ChannelPanels {
                         Some(_) => cols,
                         None => pixels,
                     },
-                    x_pixel_stride: depth,
-                    stride: if out_last { rows } else { pixels },
+                    x_pixel_stride: x_pixel,
+                    stride: if out_last { out_pixel } else { pixels },
                     out: if out_last {
-                        out.as_mut_ptr().add(start * rows + first)
+                        out.as_mut_ptr().add(start * out_pixel + first)
                     } else {
                         out.as_mut_ptr().add(first * pixels + start)
                     },

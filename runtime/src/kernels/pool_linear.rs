@@ -99,7 +99,7 @@ impl PackedPoolLinear {
     ) {
         assert!(imp.is_available(), "{imp:?} is not available on this CPU");
         assert!(plane > 0);
-        let image = self.channels * plane;
+        let image = layout.floats_per_pixel(self.channels) * plane;
         assert_eq!(input.len() % image, 0);
         assert_eq!(output.len(), input.len() / image * self.classes);
         let mut pooled = vec![0f32; self.channels];
@@ -110,7 +110,9 @@ impl PackedPoolLinear {
         {
             match layout {
                 Layout::Planar => self.pool(imp, x, plane, &mut pooled),
-                Layout::ChannelsLast => pool_channels_last(imp, x, plane, &mut pooled),
+                Layout::ChannelsLast { pixel_floats } => {
+                    pool_channels_last(imp, x, pixel_floats, &mut pooled)
+                }
             }
             self.classify(imp, &pooled, &mut logits);
             out.copy_from_slice(&logits[..self.classes]);
@@ -181,25 +183,27 @@ impl PackedPoolLinear {
     }
 }
 
-/// The mean of each channel of a channels-last image (`[plane][channels]`): the pixels
-/// added in order, a vector of channels at a time.
-fn pool_channels_last(imp: Isa, x: &[f32], plane: usize, pooled: &mut [f32]) {
-    debug_assert_eq!(x.len(), pooled.len() * plane);
+/// The mean of each channel of a channels-last image (`[plane][pixel_floats]`, the
+/// channels first in each pixel): the pixels added in order, a vector of channels at a
+/// time.
+fn pool_channels_last(imp: Isa, x: &[f32], pixel_floats: usize, pooled: &mut [f32]) {
+    debug_assert!(pixel_floats >= pooled.len() && x.len().is_multiple_of(pixel_floats));
     pooled.fill(0.0);
     match imp {
         // SAFETY: AVX2 is available (imp).
         #[cfg(target_arch = "x86_64")]
-        _ if imp.avx2() => unsafe { avx2::add_pixels(x, pooled) },
-        _ => add_pixels(x, pooled),
+        _ if imp.avx2() => unsafe { avx2::add_pixels(x, pixel_floats, pooled) },
+        _ => add_pixels(x, pixel_floats, pooled),
     }
-    let scale = 1.0 / plane as f32;
+    let scale = 1.0 / (x.len() / pixel_floats) as f32;
     pooled.iter_mut().for_each(|p| *p *= scale);
 }
 
-/// `sums[c] += pixel[c]` for every pixel of `x`, in order (a loop compilers vectorise).
+/// `sums[c] += pixel[c]` for every pixel of `x` (`pixel_floats` apart), in order (a loop
+/// compilers vectorise).
 #[inline(always)]
-fn add_pixels(x: &[f32], sums: &mut [f32]) {
-    for pixel in x.chunks_exact(sums.len()) {
+fn add_pixels(x: &[f32], pixel_floats: usize, sums: &mut [f32]) {
+    for pixel in x.chunks_exact(pixel_floats) {
         for (s, &v) in sums.iter_mut().zip(pixel) {
             *s += v;
         }
@@ -215,8 +219,8 @@ mod avx2 {
     /// # Safety
     /// AVX2 available.
     #[target_feature(enable = "avx2")]
-    pub unsafe fn add_pixels(x: &[f32], sums: &mut [f32]) {
-        super::add_pixels(x, sums)
+    pub unsafe fn add_pixels(x: &[f32], pixel_floats: usize, sums: &mut [f32]) {
+        super::add_pixels(x, pixel_floats, sums)
     }
 
     /// Sum of a plane: four vector accumulators, then whole vectors of the rest, then
@@ -413,7 +417,7 @@ mod neon {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::isa::{test_channels_last, test_pattern};
+    use crate::kernels::isa::{test_channels_last_padded, test_pattern};
 
     fn check(channels: usize, classes: usize, plane: usize, images: usize) {
         let weights = test_pattern(classes * channels, 3 + channels as u32);
@@ -433,15 +437,21 @@ mod tests {
             }
         }
         let packed = PackedPoolLinear::new(&weights, &bias, channels, classes);
-        let channels_last = test_channels_last(&input, channels, plane);
+        // Channels-last dense, and with each pixel padded by NaN (never read).
+        let last = [0, 16, 3].map(|pad| {
+            let layout = Layout::ChannelsLast {
+                pixel_floats: channels + pad,
+            };
+            let x = test_channels_last_padded(&input, channels, plane, channels + pad);
+            (layout, x)
+        });
         for imp in Isa::ALL {
             if !imp.is_available() {
                 continue;
             }
-            for (layout, input) in [
-                (Layout::Planar, &input),
-                (Layout::ChannelsLast, &channels_last),
-            ] {
+            let cases = std::iter::once((Layout::Planar, &input))
+                .chain(last.iter().map(|(layout, x)| (*layout, x)));
+            for (layout, input) in cases {
                 let mut got = vec![f32::NAN; expected.len()];
                 packed.run_layout(imp, input, plane, &mut got, layout);
                 for (i, (e, a)) in expected.iter().zip(&got).enumerate() {
