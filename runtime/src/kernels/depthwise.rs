@@ -34,13 +34,18 @@ pub struct Depthwise3x3 {
 /// a few elements past it (their lanes are discarded or multiplied into unused outputs).
 const SCRATCH_SLACK: usize = 32;
 
+/// Output height or width of a 3x3 window with padding 1 over an input side `d`.
+pub fn output_side(d: usize, stride: usize) -> usize {
+    (d + 2 - 3) / stride + 1
+}
+
 impl Depthwise3x3 {
     pub fn output_height(&self) -> usize {
-        (self.height + 2 - 3) / self.stride + 1
+        output_side(self.height, self.stride)
     }
 
     pub fn output_width(&self) -> usize {
-        (self.width + 2 - 3) / self.stride + 1
+        output_side(self.width, self.stride)
     }
 
     /// Elements of one image (all channels) in the input.

@@ -9,12 +9,16 @@
 //! rows in three accumulators, so that consecutive outputs overlap rather than wait on
 //! one chain of nine FMAs. Other paths take plain Rust, which the tests also check.
 //!
-//! Inside FD-MobileNet and MobileNet (`edgebench profile M --engine edge --nodes`) it
-//! trails the planar kernel: 7x7 maps of 512 channels 12 against 8 us with AVX-512 (24
-//! against 12 with AVX2), 14x14 maps of 256 channels 16 against 13 (23 against 16); a
-//! block's pixels lie 1-2 KiB apart and share a few L1 sets. The 1x1 layers on either
-//! side, which store and read channels-last without transposes, make up for it.
+//! A block's pixels lie `x_pixel * 4` bytes apart; at multiples of 128 floats they share
+//! a few L1 sets, which is why the engine pads such pixels by a line
+//! (`layout::padded_pixel`). Padded, inside FD-MobileNet and MobileNet (`edgebench
+//! profile M --engine edge --nodes`), it is level with the planar kernel or a few
+//! microseconds behind: 7x7 maps of 512 channels 10-11 against 8-10 us with AVX-512
+//! (14-15 against 11 with AVX2; unpadded 14-15 and 22-24), 14x14 maps of 256 channels
+//! 12-14 against 11-12 (17-18 against 16-17). The 1x1 layers on either side, which
+//! store and read channels-last without transposes, make up for it.
 
+use super::depthwise::output_side;
 use super::isa::{same_bits, Isa};
 
 /// Channels of the widest vector: weights and bias are padded to a multiple of it.
@@ -76,11 +80,6 @@ impl DepthwiseChannelsLast {
         }
     }
 
-    /// Output height or width of an input side `d`.
-    pub fn output_side(d: usize, stride: usize) -> usize {
-        (d + 2 - 3) / stride + 1
-    }
-
     /// Runs on `input.len() / (height * width * pixel_floats.0)` images; `output` holds
     /// as many of the output size. `pixel_floats` is the floats per pixel of the input
     /// and of the output (at least `channels`; the floats after a pixel's channels are
@@ -99,10 +98,7 @@ impl DepthwiseChannelsLast {
         assert!(stride == 1 || stride == 2);
         assert!(height > 0 && width > 0 && self.channels > 0);
         assert!(pixel_floats.0 >= self.channels && pixel_floats.1 >= self.channels);
-        let (oh, ow) = (
-            Self::output_side(height, stride),
-            Self::output_side(width, stride),
-        );
+        let (oh, ow) = (output_side(height, stride), output_side(width, stride));
         let image_in = height * width * pixel_floats.0;
         let image_out = oh * ow * pixel_floats.1;
         assert_eq!(input.len() % image_in, 0);

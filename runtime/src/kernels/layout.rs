@@ -45,9 +45,9 @@ pub struct Layouts {
 /// multiple of 8 lines. Unpadded, such pixels (512 B to 4 KiB apart) put one channel
 /// block's lines into at most 8 of a 32 KiB 8-way L1's 64 sets, and the depthwise
 /// kernel's three input rows no longer fit them; one line more spreads them over all 64.
-/// (`depthwise_speed`, 7x7 maps of 512 against 528 channels: AVX2 10.6 against 16.7
-/// GMAC/s, AVX-512 16.6 against 24.0; 14x14 maps of 256 against 272: 17.1 against 21.7,
-/// 22.7 against 25.5.)
+/// (`depthwise_speed`, `cl` against `padded`, three runs on a noisy VM: 7x7 maps of 512
+/// channels AVX2 6-8 against 11-18 GMAC/s, AVX-512 10-13 against 17-22; 14x14 maps of
+/// 256 AVX2 11-13 against 19-27, AVX-512 15-19 against 21-25.)
 pub fn padded_pixel(channels: usize) -> usize {
     if channels.is_multiple_of(128) {
         channels + 16
