@@ -35,7 +35,9 @@ minutes apart differ by more than the runtimes do. --paired R measures each mode
 both runtimes back to back, R rounds in turn (onnxruntime first in every other round),
 running the edgebench binary (--edgebench, default target/release/edgebench; build it
 with cargo build --release -p bench-harness) for its half of each round, and reports
-the median of the R per-round ratios and their range:
+the median of the R per-round ratios and their range, and the ratio of the two
+runtimes' fastest runs over all rounds (the runs that other tenants of the machine
+disturbed least):
 
     .venv/bin/python bench-harness/peers/onnxruntime_bench.py --paired 5 --min-time 1
 
@@ -176,7 +178,8 @@ def write_new(path, text):
 
 
 def edgebench_round(binary, engine, name, args):
-    """One `edgebench run` of one model: (median ms, the kernels' ISA) from its report."""
+    """One `edgebench run` of one model: (median ms, fastest run ms, the kernels' ISA) from
+    its report."""
     with tempfile.TemporaryDirectory(prefix="peer-edgebench-") as directory:
         report = os.path.join(directory, "report.json")
         command = [
@@ -201,7 +204,7 @@ def edgebench_round(binary, engine, name, args):
          if k.get("engine") == engine),
         None,
     )
-    return model["stats"]["median_ms"], isa
+    return model["stats"]["median_ms"], model["stats"]["min_ms"], isa
 
 
 def paired(session, name, feed, args):
@@ -212,11 +215,13 @@ def paired(session, name, feed, args):
         round_ = {}
         for side in order:
             if side == "edge":
-                round_["edgebench_ms"], isa = edgebench_round(args.edgebench, args.paired_engine, name, args)
+                round_["edgebench_ms"], round_["edgebench_min_ms"], isa = edgebench_round(
+                    args.edgebench, args.paired_engine, name, args)
             else:
                 r = measure(session, name, feed, args.warmup, args.min_runs, args.min_time)
                 samples += r["samples_ms"]
                 round_["onnxruntime_ms"] = r["median_ms"]
+                round_["onnxruntime_min_ms"] = r["min_ms"]
         round_["ratio"] = round_["edgebench_ms"] / round_["onnxruntime_ms"]
         rounds.append(round_)
         print(f"{name}: round {i + 1}/{args.paired}: {args.paired_engine} {round_['edgebench_ms']:.3f} ms, "
@@ -232,8 +237,14 @@ def paired(session, name, feed, args):
         "median_ratio": statistics.median(ratios),
         "min_ratio": min(ratios),
         "max_ratio": max(ratios),
+        # Where other tenants slow the machine by turns, a median moves with them; the
+        # fastest run of each side over all rounds is the one least disturbed.
+        "edgebench_fastest_ms": min(r["edgebench_min_ms"] for r in rounds),
+        "onnxruntime_fastest_ms": min(r["onnxruntime_min_ms"] for r in rounds),
         "rounds": rounds,
     }
+    p = result["paired"]
+    p["fastest_ratio"] = p["edgebench_fastest_ms"] / p["onnxruntime_fastest_ms"]
     return result
 
 
@@ -243,12 +254,13 @@ def print_paired(results, rounds):
     print(f"Paired rounds: {engine} engine" + (f" ({isa} kernels)" if isa else "")
           + f" and onnxruntime back to back, {rounds} rounds per model")
     print(f"| model | {engine} ms | onnxruntime ms | {engine} / onnxruntime, median "
-          f"| range of the {rounds} |")
-    print("|---|---:|---:|---:|---:|")
+          f"| range of the {rounds} | {engine} / onnxruntime, fastest runs |")
+    print("|---|---:|---:|---:|---:|---:|")
     for r in results:
         p = r["paired"]
         print(f"| {r['name']} | {p['edgebench_median_ms']:.3f} | {p['onnxruntime_median_ms']:.3f} "
-              f"| {p['median_ratio']:.2f} | {p['min_ratio']:.2f}-{p['max_ratio']:.2f} |")
+              f"| {p['median_ratio']:.2f} | {p['min_ratio']:.2f}-{p['max_ratio']:.2f} "
+              f"| {p['fastest_ratio']:.2f} |")
 
 
 def main():

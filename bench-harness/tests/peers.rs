@@ -204,7 +204,8 @@ fn onnxruntime_peer_profiles_its_time_per_node_and_operator() {
 }
 
 /// `--paired R`: the script runs the real `edgebench` binary and onnxruntime back to
-/// back, R rounds per model, and reports the per-round ratios and their median and range.
+/// back, R rounds per model, and reports the per-round ratios and their median and range,
+/// and the ratio of each side's fastest run.
 #[test]
 fn onnxruntime_peer_pairs_rounds_with_edgebench() {
     let dir = tempfile::tempdir().unwrap();
@@ -255,6 +256,31 @@ fn onnxruntime_peer_pairs_rounds_with_edgebench() {
         assert!((ratio - edge / ort).abs() < 1e-9, "{r}");
         ratios.push(ratio);
     }
+    // The fastest runs: each side's minimum over the rounds, and their ratio.
+    let fastest = |key: &str| {
+        rounds
+            .iter()
+            .map(|r| r[key].as_f64().unwrap())
+            .fold(f64::INFINITY, f64::min)
+    };
+    let (edge_fastest, ort_fastest) = (fastest("edgebench_min_ms"), fastest("onnxruntime_min_ms"));
+    assert!(edge_fastest > 0.0 && ort_fastest > 0.0, "{p}");
+    assert!(edge_fastest <= fastest("edgebench_ms"), "{p}");
+    assert_eq!(
+        p["edgebench_fastest_ms"].as_f64().unwrap(),
+        edge_fastest,
+        "{p}"
+    );
+    assert_eq!(
+        p["onnxruntime_fastest_ms"].as_f64().unwrap(),
+        ort_fastest,
+        "{p}"
+    );
+    let fastest_ratio = p["fastest_ratio"].as_f64().unwrap();
+    assert!(
+        (fastest_ratio - edge_fastest / ort_fastest).abs() < 1e-9,
+        "{p}"
+    );
     ratios.sort_by(f64::total_cmp);
     assert_eq!(p["median_ratio"].as_f64().unwrap(), ratios[1], "{p}");
     assert_eq!(p["min_ratio"].as_f64().unwrap(), ratios[0], "{p}");
@@ -279,6 +305,7 @@ fn onnxruntime_peer_pairs_rounds_with_edgebench() {
         format!("{:.2}-{:.2}", ratios[0], ratios[2]),
         "{row}"
     );
+    assert_eq!(cells[6], format!("{fastest_ratio:.2}"), "{row}");
 
     // A missing binary is named, with exit status 2 and no report written.
     let missing = dir.path().join("no-such-edgebench");
