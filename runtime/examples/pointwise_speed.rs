@@ -1,8 +1,9 @@
 //! Times the 1x1 convolution at the networks' layer shapes on each x86 path, with the
 //! caches warm (the same layer again and again) and cold (another 4 MiB touched between
-//! calls, as when a model's other layers run in between).
+//! calls, as when a model's other layers run in between). AVX-512 runs twice: with the
+//! 6 x 64 pixel tiles (the default) and with the 6 x 32 ones (`EDGE_PIXEL_TILE=32`).
 use edge_runtime::kernels::isa::Isa;
-use edge_runtime::kernels::pointwise::PackedPointwise;
+use edge_runtime::kernels::pointwise::{Avx512Tiles, PackedPointwise};
 use std::time::{Duration, Instant};
 
 fn main() {
@@ -43,25 +44,38 @@ fn main() {
         let mut out = vec![0f32; n * p];
         let macs = (k / g * n * p) as f64;
         let mut line = format!("k{k} n{n} p{p} g{g}:");
-        for isa in Isa::ALL
-            .into_iter()
-            .filter(|isa| *isa != Isa::Scalar && isa.is_available())
-        {
-            for cold in [false, true] {
-                let mut times = Vec::new();
-                for _ in 0..200 {
+        // Each path, and AVX-512 with both sets of pixel tiles (the same kernel on layers
+        // that take the channel panels); the variants take turns call by call, so that
+        // a slow spell of a shared machine falls on all of them.
+        let mut variants = Vec::new();
+        for isa in Isa::ALL {
+            if isa == Isa::Scalar || !isa.is_available() {
+                continue;
+            }
+            variants.push((isa, Avx512Tiles::Columns64, ""));
+            if isa == Isa::Avx512 {
+                variants.push((isa, Avx512Tiles::Columns32, " 6x32"));
+            }
+        }
+        for cold in [false, true] {
+            let mut times = vec![Vec::new(); variants.len()];
+            for _ in 0..200 {
+                for (v, &(isa, tiles, _)) in variants.iter().enumerate() {
                     if cold {
                         other.iter_mut().for_each(|v| *v += 1.0);
                         std::hint::black_box(&mut other);
                     }
                     let t = Instant::now();
-                    pp.run_with(isa, &x, p, &mut out);
-                    times.push(t.elapsed());
+                    pp.run_with_tiles(isa, tiles, &x, p, &mut out);
+                    times[v].push(t.elapsed());
                 }
+            }
+            let label = if cold { "cold" } else { "warm" };
+            for ((isa, _, tiles), mut times) in variants.iter().zip(times) {
                 times.sort();
                 let median: Duration = times[times.len() / 2];
-                let label = if cold { "cold" } else { "warm" };
-                line += &format!("  {isa:?} {label} {:.1}", macs / median.as_secs_f64() / 1e9);
+                let rate = macs / median.as_secs_f64() / 1e9;
+                line += &format!("  {isa:?}{tiles} {label} {rate:.1}");
             }
         }
         println!("{line} (GMAC/s, median)");

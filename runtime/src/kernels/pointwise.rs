@@ -20,7 +20,10 @@
 //! the 1 MiB L2, each weight block (at most `k * 24` bytes) staying in the 32 KiB L1
 //! while it sweeps the chunk.
 //!
-//! x86-64: AVX2/FMA 6 x 16 and 4 x 16 tiles of the same design. 7x7 maps (on AVX2 from
+//! x86-64: tiles of the same design, AVX2/FMA 6 x 16 and 4 x 16 (12 accumulators of the
+//! 16 ymm registers), AVX-512 6 x 64 and 4 x 64 (24 of the 32 zmm registers: per step of
+//! `k`, 4 loads of `x` and 6 broadcasts feed 24 multiply-adds, where a 6 x 32 tile has 8
+//! for 12). The last columns take tiles of 16 or 32. 7x7 maps (on AVX2 from
 //! depth 128; on AVX-512 at every depth) and deep layers on larger maps take
 //! `pointwise_panels` instead, whose vectors run along the output channels (49 pixels
 //! fit 8- or 16-wide pixel vectors badly); only that path also takes and gives
@@ -40,13 +43,51 @@ const EPILOGUE: usize = 8;
 /// Bytes of `x` one column chunk may span (a quarter of the Cortex-A9's L2).
 const CHUNK_BYTES: usize = 256 * 1024;
 
-/// Columns of a wide and of a half tile on a path, and whether a one-column tile exists.
-fn tile_widths(isa: Isa) -> (usize, usize, bool) {
+/// Columns of the widest AVX-512 tile, which also sizes the scratch tile.
+const AVX512_COLUMNS: usize = 64;
+
+/// The AVX-512 pixel tiles: the widest tile 64 columns (the default) or 32, the tiles
+/// of before; `EDGE_PIXEL_TILE=32` picks the latter, a switch that exists to measure
+/// the difference in one build (`pointwise_speed` times both in one process).
+///
+/// Why 64: a 6 x 64 tile keeps 24 accumulators and issues 10 loads per 24 multiply-adds,
+/// a 6 x 32 tile 8 per 12. On an Intel Xeon (Emerald Rapids) with two 512-bit
+/// multiply-add units, the wide tile ran the 28x28 and 56x56 layers at 61-68 GMAC/s
+/// where the narrow one ran them at 55-62 (`pointwise_speed`, warm caches, both timed
+/// call by call in one process).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Avx512Tiles {
+    Columns64,
+    Columns32,
+}
+
+impl Avx512Tiles {
+    /// The engine's choice: `Columns64` unless the environment sets `EDGE_PIXEL_TILE=32`
+    /// (read once).
+    pub fn from_env() -> Avx512Tiles {
+        static TILES: std::sync::OnceLock<Avx512Tiles> = std::sync::OnceLock::new();
+        *TILES.get_or_init(|| match std::env::var_os("EDGE_PIXEL_TILE") {
+            Some(v) if v == "32" => Avx512Tiles::Columns32,
+            _ => Avx512Tiles::Columns64,
+        })
+    }
+
+    fn widths(self) -> &'static [usize] {
+        match self {
+            Avx512Tiles::Columns64 => &[16, 32, AVX512_COLUMNS],
+            Avx512Tiles::Columns32 => &[16, 32],
+        }
+    }
+}
+
+/// Columns of a path's vector tiles, narrowest first (the last is the wide tile that
+/// covers most of a map); NEON also has a one-column tile.
+fn tile_widths(isa: Isa, avx512: Avx512Tiles) -> &'static [usize] {
     match isa {
-        Isa::Scalar => (8, 8, false),
-        Isa::Neon => (8, 4, true),
-        Isa::Avx2Fma => (16, 8, false),
-        Isa::Avx512 => (32, 16, false),
+        Isa::Scalar => &[8],
+        Isa::Neon => &[4, 8],
+        Isa::Avx2Fma => &[8, 16],
+        Isa::Avx512 => avx512.widths(),
     }
 }
 
@@ -177,6 +218,19 @@ impl PackedPointwise {
     /// Panics if the slice lengths do not match or `imp` is unavailable (callers validate
     /// shapes first; these are programming errors).
     pub fn run_with(&self, imp: Isa, input: &[f32], pixels: usize, output: &mut [f32]) {
+        self.run_with_tiles(imp, Avx512Tiles::from_env(), input, pixels, output)
+    }
+
+    /// Same as [`PackedPointwise::run_with`] with a chosen set of AVX-512 pixel tiles
+    /// (where `imp` is AVX-512 and the layer takes the pixel tiles).
+    pub fn run_with_tiles(
+        &self,
+        imp: Isa,
+        avx512: Avx512Tiles,
+        input: &[f32],
+        pixels: usize,
+        output: &mut [f32],
+    ) {
         assert!(imp.is_available(), "{imp:?} is not available on this CPU");
         assert!(pixels > 0);
         let image_in = self.input_channels() * pixels;
@@ -188,8 +242,9 @@ impl PackedPointwise {
             self.run_channel_panels(imp, input, pixels, output, Layouts::default());
             return;
         }
-        let tiles = column_tiles(imp, pixels);
-        let (wide, _, _) = tile_widths(imp);
+        let widths = tile_widths(imp, avx512);
+        let tiles = column_tiles(imp, widths, pixels);
+        let wide = widths[widths.len() - 1];
         let per_chunk = (CHUNK_BYTES / (4 * self.depth * wide)).max(1);
         let group_floats = group_floats(&self.blocks, self.depth);
         for (x, out) in input
@@ -414,16 +469,16 @@ impl Block<'_> {
         let cols = tile.cols;
         let end = tile.start + count * cols;
         assert!(end <= pixels && x.len() >= (self.depth - 1) * pixels + end);
-        let (wide, _, _) = tile_widths(imp);
-        let wide_tile = cols == wide;
-        let kernel = match (imp, self.height, wide_tile) {
-            (Isa::Avx512, ROWS, true) => avx512::tile::<ROWS, 2>,
-            (Isa::Avx512, ROWS, false) => avx512::tile::<ROWS, 1>,
-            (Isa::Avx512, _, true) => avx512::tile::<SHORT_ROWS, 2>,
-            (Isa::Avx512, _, false) => avx512::tile::<SHORT_ROWS, 1>,
-            (_, ROWS, true) => avx2::tile::<ROWS, 2>,
-            (_, ROWS, false) => avx2::tile::<ROWS, 1>,
-            (_, _, true) => avx2::tile::<SHORT_ROWS, 2>,
+        let kernel = match (imp, self.height, cols) {
+            (Isa::Avx512, ROWS, 64) => avx512::tile::<ROWS, 4>,
+            (Isa::Avx512, ROWS, 32) => avx512::tile::<ROWS, 2>,
+            (Isa::Avx512, ROWS, _) => avx512::tile::<ROWS, 1>,
+            (Isa::Avx512, _, 64) => avx512::tile::<SHORT_ROWS, 4>,
+            (Isa::Avx512, _, 32) => avx512::tile::<SHORT_ROWS, 2>,
+            (Isa::Avx512, _, _) => avx512::tile::<SHORT_ROWS, 1>,
+            (_, ROWS, 16) => avx2::tile::<ROWS, 2>,
+            (_, ROWS, _) => avx2::tile::<ROWS, 1>,
+            (_, _, 16) => avx2::tile::<SHORT_ROWS, 2>,
             _ => avx2::tile::<SHORT_ROWS, 1>,
         };
         let direct = self.rows == self.height;
@@ -431,14 +486,14 @@ impl Block<'_> {
             assert!(out.len() >= (self.height - 1) * pixels + end);
         }
         // Only a partial block writes here; one per call, not per tile.
-        let mut scratch = [0f32; ROWS * 32];
+        let mut scratch = [0f32; ROWS * AVX512_COLUMNS];
         for t in 0..count {
             let start = tile.start + t * cols;
             let (dst, dst_stride) = if direct {
                 // SAFETY: start + cols <= end, inside out (asserted).
                 (unsafe { out.as_mut_ptr().add(start) }, pixels)
             } else {
-                (scratch.as_mut_ptr(), wide)
+                (scratch.as_mut_ptr(), cols)
             };
             // SAFETY: AVX2 and FMA, or AVX-512F, are available (imp); the tile reads `cols` floats of
             // each of depth rows of x from `start` (asserted) and the weight block
@@ -458,7 +513,7 @@ impl Block<'_> {
             }
             if !direct {
                 for r in 0..self.rows {
-                    out[r * pixels + start..][..cols].copy_from_slice(&scratch[r * wide..][..cols]);
+                    out[r * pixels + start..][..cols].copy_from_slice(&scratch[r * cols..][..cols]);
                 }
             }
         }
@@ -520,9 +575,9 @@ struct Tile {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum TileKind {
-    /// Two vectors (8 columns on NEON, 16 on AVX2).
+    /// The path's widest tile (8 columns on NEON, 16 on AVX2, 64 or 32 on AVX-512).
     Wide,
-    /// One vector.
+    /// A narrower vector tile (4 columns on NEON, 8 on AVX2, 16 or 32 on AVX-512).
     Half,
     /// One column: the weights as vectors, the pixel as the scalar (NEON).
     Single,
@@ -530,15 +585,17 @@ enum TileKind {
     Scalar,
 }
 
-/// Column tiles covering `0..pixels`: wide tiles, then the rest with as little recomputed
-/// as the tile shapes allow, overlapping backwards rather than running past the last
-/// pixel (one column: a single tile where there is one; up to a vector: a half tile;
-/// more: a wide one). Maps narrower than a vector without single tiles, and paths
-/// without vectors, take scalar tiles of up to 8.
-fn column_tiles(imp: Isa, pixels: usize) -> Vec<Tile> {
+/// Column tiles of `widths` (see [`tile_widths`]) covering `0..pixels`: wide tiles, then
+/// the rest with as little recomputed as the tile shapes allow, overlapping backwards
+/// rather than running past the last pixel: one column takes a single tile where there
+/// is one, a longer rest the narrowest tile that covers it (or, on a map narrower than
+/// that, the widest that fits). Maps narrower than every vector tile on paths without
+/// single tiles, and paths without vectors, take scalar tiles of up to 8.
+fn column_tiles(imp: Isa, widths: &[usize], pixels: usize) -> Vec<Tile> {
     let tile = |start, cols, kind| Tile { start, cols, kind };
-    let (wide, half, single) = tile_widths(imp);
-    if imp == Isa::Scalar || (!single && pixels < half) {
+    let single = imp == Isa::Neon;
+    let (narrowest, wide) = (widths[0], widths[widths.len() - 1]);
+    if imp == Isa::Scalar || (!single && pixels < narrowest) {
         return (0..pixels)
             .step_by(8)
             .map(|start| tile(start, 8.min(pixels - start), TileKind::Scalar))
@@ -550,12 +607,17 @@ fn column_tiles(imp: Isa, pixels: usize) -> Vec<Tile> {
     let mut covered = pixels / wide * wide;
     while covered < pixels {
         let rest = pixels - covered;
-        let (cols, kind) = if single && (rest == 1 || pixels < half) {
-            (1, TileKind::Single)
-        } else if rest <= half || pixels < wide {
-            (half, TileKind::Half)
+        let cols = if single && (rest == 1 || pixels < narrowest) {
+            1
         } else {
-            (wide, TileKind::Wide)
+            let mut fitting = widths.iter().copied().filter(|&w| w <= pixels);
+            let widest = fitting.clone().next_back().unwrap_or(narrowest);
+            fitting.find(|&w| w >= rest).unwrap_or(widest)
+        };
+        let kind = match cols {
+            1 => TileKind::Single,
+            c if c == wide => TileKind::Wide,
+            _ => TileKind::Half,
         };
         let start = (covered + cols).min(pixels) - cols;
         tiles.push(tile(start, cols, kind));
@@ -1025,13 +1087,24 @@ mod tests {
                 if !imp.is_available() {
                     continue;
                 }
+                let assert_close = |got: &[f32], tiles: &str| {
+                    for (i, (e, a)) in expected.iter().zip(got).enumerate() {
+                        assert!(
+                            (e - a).abs() <= 1e-5 * (1.0 + e.abs()) * (depth as f32).sqrt(),
+                            "{imp:?}{tiles} g{groups} m{rows} k{depth} n{pixels} relu {relu} at {i}: {a} != {e}"
+                        );
+                    }
+                };
                 let mut got = vec![f32::NAN; expected.len()];
                 packed.run_with(imp, &input, pixels, &mut got);
-                for (i, (e, a)) in expected.iter().zip(&got).enumerate() {
-                    assert!(
-                        (e - a).abs() <= 1e-5 * (1.0 + e.abs()) * (depth as f32).sqrt(),
-                        "{imp:?} g{groups} m{rows} k{depth} n{pixels} relu {relu} at {i}: {a} != {e}"
-                    );
+                assert_close(&got, "");
+                // Both sets of AVX-512 tiles, whatever the environment says.
+                if imp == Isa::Avx512 {
+                    for tiles in [Avx512Tiles::Columns64, Avx512Tiles::Columns32] {
+                        let mut got = vec![f32::NAN; expected.len()];
+                        packed.run_with_tiles(imp, tiles, &input, pixels, &mut got);
+                        assert_close(&got, &format!(" {tiles:?}"));
+                    }
                 }
                 if !packed.channels_last_capable(imp, pixels) {
                     continue;
@@ -1103,12 +1176,71 @@ mod tests {
     fn awkward_sizes_match_reference() {
         // Output channels off the 6-row block, depths odd and even, maps of 1, 2 (2x1),
         // 4 (2x2), 7, 9, 12, 49 (7x7) and 196 (14x14) pixels for every tail case, and
-        // 97 and 250 for the tails of AVX-512's 32-pixel tiles (a 16-pixel one, a
-        // 32-pixel one overlapping backwards).
+        // 80, 90, 97, 130 and 250 for the tails of AVX-512's 64- and 32-pixel tiles (16,
+        // 32 and 64 pixels, some overlapping backwards).
         for &rows in &[1, 2, 4, 5, 6, 7, 8, 10, 13, 14, 16] {
             for &depth in &[1, 2, 3, 6, 8, 17] {
-                for &pixels in &[1, 2, 3, 4, 5, 7, 8, 9, 12, 15, 49, 97, 196, 250] {
+                for &pixels in &[
+                    1, 2, 3, 4, 5, 7, 8, 9, 12, 15, 49, 80, 90, 97, 130, 196, 250,
+                ] {
                     check(1, rows, depth, pixels, 1);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn column_tiles_cover_every_pixel_with_the_narrowest_rest_tile() {
+        let avx512 = Avx512Tiles::Columns64.widths();
+        let narrow = Avx512Tiles::Columns32.widths();
+        let cols = |imp, widths, pixels| -> Vec<usize> {
+            column_tiles(imp, widths, pixels)
+                .iter()
+                .map(|t| t.cols)
+                .collect()
+        };
+        // The maps of the nine networks and some awkward ones.
+        assert_eq!(cols(Isa::Avx512, avx512, 196), [64, 64, 64, 16]);
+        assert_eq!(cols(Isa::Avx512, avx512, 90), [64, 32]);
+        assert_eq!(cols(Isa::Avx512, avx512, 97), [64, 64]);
+        assert_eq!(cols(Isa::Avx512, avx512, 40), [32, 16]);
+        assert_eq!(
+            cols(Isa::Avx512, narrow, 196),
+            [32; 6].iter().chain(&[16]).copied().collect::<Vec<_>>()
+        );
+        assert_eq!(cols(Isa::Avx2Fma, &[8, 16], 49), [16, 16, 16, 8]);
+        assert_eq!(cols(Isa::Neon, &[4, 8], 49), [8, 8, 8, 8, 8, 8, 1]);
+        assert_eq!(cols(Isa::Neon, &[4, 8], 7), [4, 4]);
+        assert_eq!(cols(Isa::Neon, &[4, 8], 3), [1, 1, 1]);
+        for (imp, widths) in [
+            (Isa::Avx512, avx512),
+            (Isa::Avx512, narrow),
+            (Isa::Avx2Fma, &[8, 16]),
+            (Isa::Neon, &[4, 8]),
+            (Isa::Scalar, &[8]),
+        ] {
+            for pixels in 1..=300 {
+                let tiles = column_tiles(imp, widths, pixels);
+                let mut covered = vec![0; pixels];
+                for t in &tiles {
+                    covered[t.start..t.start + t.cols]
+                        .iter_mut()
+                        .for_each(|c| *c += 1);
+                }
+                assert!(
+                    covered.iter().all(|&c| c >= 1),
+                    "{imp:?} {pixels}: {tiles:?}"
+                );
+                // In order, each reaching past the one before: only the tile that
+                // reaches the last pixel may start before the previous one ended.
+                for pair in tiles.windows(2) {
+                    let (before, after) = (pair[0], pair[1]);
+                    let end = before.start + before.cols;
+                    assert!(
+                        after.start + after.cols > end,
+                        "{imp:?} {pixels}: {tiles:?}"
+                    );
+                    assert!(after.start == end || after.start + after.cols == pixels);
                 }
             }
         }
