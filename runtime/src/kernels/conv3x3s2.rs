@@ -14,6 +14,7 @@
 //! channels come in pairs of blocks: its masked loads read zeros outside the plane and
 //! two-register permutes split the columns.
 
+use super::aligned::{self, AlignedFloats};
 use super::isa::{same_bits, Isa};
 
 use super::depthwise::copy_into_padded;
@@ -69,9 +70,9 @@ pub struct PackedConv3x3s2 {
     pub out_channels: usize,
     pub relu: bool,
     /// Per block of [`BLOCK`] output channels: `[in_channels][ky][kx][BLOCK]`.
-    packed: Vec<f32>,
+    packed: AlignedFloats,
     /// Per block: `BLOCK` biases, the floor (0 or -inf), three unused floats.
-    epilogue: Vec<f32>,
+    epilogue: AlignedFloats,
 }
 
 /// Bit-for-bit equality (tract compares ops with `Eq`).
@@ -113,8 +114,8 @@ impl PackedConv3x3s2 {
         assert_eq!(bias.len(), out_channels);
         let blocks = out_channels.div_ceil(BLOCK);
         let per_block = in_channels * 9 * BLOCK;
-        let mut packed = vec![0f32; blocks * per_block];
-        let mut epilogue = vec![0f32; blocks * 8];
+        let mut packed = aligned::zeros(blocks * per_block);
+        let mut epilogue = aligned::zeros(blocks * 8);
         for m in 0..out_channels {
             let (b, r) = (m / BLOCK, m % BLOCK);
             for (k, &w) in weights[m * in_channels * 9..][..in_channels * 9]

@@ -18,6 +18,7 @@
 //! 12-14 against 11-12 (17-18 against 16-17). The 1x1 layers on either side, which
 //! store and read channels-last without transposes, make up for it.
 
+use super::aligned::{self, AlignedFloats};
 use super::depthwise::output_side;
 use super::isa::{same_bits, Isa};
 
@@ -32,9 +33,9 @@ pub struct DepthwiseChannelsLast {
     /// Per block of [`PAD`] channels, its nine taps (`ky * 3 + kx`) of [`PAD`] channels
     /// each ([`tap_index`]), zeros after `channels`: a block's taps share a few lines
     /// (`[9][channels]` put them `channels * 4` bytes apart, one L1 set at 1024).
-    taps: Vec<f32>,
+    taps: AlignedFloats,
     /// `[padded]`.
-    bias: Vec<f32>,
+    bias: AlignedFloats,
 }
 
 /// Bit-for-bit equality (tract compares ops with `Eq`), as `PackedPointwise`.
@@ -64,13 +65,13 @@ impl DepthwiseChannelsLast {
         let channels = bias.len();
         assert_eq!(weights.len(), channels * 9);
         let padded = channels.div_ceil(PAD) * PAD;
-        let mut taps = vec![0f32; 9 * padded];
+        let mut taps = aligned::zeros(9 * padded);
         for (c, w) in weights.chunks_exact(9).enumerate() {
             for (t, &v) in w.iter().enumerate() {
                 taps[tap_index(c, t)] = v;
             }
         }
-        let mut padded_bias = vec![0f32; padded];
+        let mut padded_bias = aligned::zeros(padded);
         padded_bias[..channels].copy_from_slice(bias);
         DepthwiseChannelsLast {
             channels,

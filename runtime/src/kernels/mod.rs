@@ -40,6 +40,7 @@ macro_rules! neon_row_end {
     };
 }
 
+mod aligned;
 pub mod conv3x3s2;
 pub mod depthwise;
 pub mod depthwise_channels_last;

@@ -7,6 +7,7 @@
 //! it walks `k`: its weights are packed once as `[class tile][k][16]`, so each step of `k`
 //! is two contiguous loads and four multiply-adds by the pooled value as a scalar.
 
+use super::aligned::{self, AlignedFloats};
 use super::isa::{same_bits, Isa};
 use super::layout::Layout;
 
@@ -21,9 +22,9 @@ pub struct PackedPoolLinear {
     /// Logits (`n`).
     pub classes: usize,
     /// Per tile of [`TILE`] classes: `[channels][TILE]` (zero columns pad the last tile).
-    packed: Vec<f32>,
+    packed: AlignedFloats,
     /// `classes` rounded up to [`TILE`], zero-padded.
-    bias: Vec<f32>,
+    bias: AlignedFloats,
 }
 
 /// Bit-for-bit equality (tract compares ops with `Eq`).
@@ -57,15 +58,15 @@ impl PackedPoolLinear {
         assert_eq!(weights.len(), classes * channels);
         assert_eq!(bias.len(), classes);
         let tiles = classes.div_ceil(TILE);
-        let mut packed = vec![0f32; tiles * channels * TILE];
+        let mut packed = aligned::zeros(tiles * channels * TILE);
         for (n, row) in weights.chunks_exact(channels).enumerate() {
             let tile = &mut packed[n / TILE * channels * TILE..][..channels * TILE];
             for (k, &w) in row.iter().enumerate() {
                 tile[k * TILE + n % TILE] = w;
             }
         }
-        let mut padded_bias = bias.to_vec();
-        padded_bias.resize(tiles * TILE, 0.0);
+        let mut padded_bias = aligned::zeros(tiles * TILE);
+        padded_bias[..classes].copy_from_slice(bias);
         PackedPoolLinear {
             channels,
             classes,
