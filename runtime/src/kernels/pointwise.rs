@@ -48,10 +48,11 @@ const EPILOGUE: usize = 8;
 /// - AVX-512: 32 KiB, within the 48 KiB L1 of Intel's cores beside a weight block, so
 ///   that each block of 6 output channels re-reads the chunk from L1. On an Intel Xeon
 ///   (Emerald Rapids), a local variant of `pointwise_speed` with 32 KiB against 256 KiB
-///   chunks, interleaved call by call: the 56x56 and 28x28 layers of depth 32-64 at 76-88 against 68-78
-///   GMAC/s (warm caches), 70-78 against 63-70 (cold); depth 128 and the 112x112 layers
-///   of depth 8-16 level. AVX2 was level, so it keeps its chunks. 16 KiB chunks did no
-///   better, and lost on 56x56 at depth 32 with cold caches (52 against 67).
+///   chunks, interleaved call by call: the 56x56 and 28x28 layers of depth 32-64 at
+///   76-88 against 68-78 GMAC/s (warm caches), 70-78 against 63-70 (cold); depth 128 and
+///   the 112x112 layers of depth 8-16 level. AVX2 was level, so it keeps its chunks.
+///   16 KiB chunks did no better, and lost on 56x56 at depth 32 with cold caches (52
+///   against 67).
 fn chunk_bytes(imp: Isa) -> usize {
     match imp {
         Isa::Avx512 => 32 * 1024,
