@@ -10,6 +10,16 @@ cd "$(dirname "$0")/.."
 root="$PWD"
 step() { printf '\n==> %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
 triple=armv7-unknown-linux-gnueabihf
+# CI builds each crate once, so incremental state would only take disk space.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
+# The builds below write about 7 GB into target/; a full disk shows up later as a
+# linker's bus error, so say how much room there is first.
+free_gb="$(df -P -BG . | awk 'NR == 2 { sub("G", "", $4); print $4 }')"
+echo "disk: ${free_gb} GB free in $root (target/ is $(du -sh target 2>/dev/null | cut -f1 || echo empty))"
+if [ "${free_gb:-0}" -lt 10 ]; then
+  echo "warning: under 10 GB free; the build may run out of disk" >&2
+fi
 
 step "setup"
 bash ci/setup.sh
@@ -57,3 +67,6 @@ stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 "$root/target/debug/edgebench" qemu --target imx6 \
   --json "$reports/qemu-$stamp.json" --markdown "$reports/qemu-$stamp.md"
 cat "$reports/qemu-$stamp.md"
+
+step "done"
+echo "disk: target/ is $(du -sh target | cut -f1); $(df -P -BG . | awk 'NR == 2 { print $4 }') free"
