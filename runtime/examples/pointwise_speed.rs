@@ -2,6 +2,8 @@
 //! caches warm (the same layer again and again) and cold (another 4 MiB touched between
 //! calls, as when a model's other layers run in between). AVX-512 runs twice: with the
 //! 6 x 64 pixel tiles (the default) and with the 6 x 32 ones (`EDGE_PIXEL_TILE=32`).
+//! Deep layers on maps larger than 7x7, which take the AVX-512 channel panels, run a
+//! third time packed for their map size as the engine packs them (64 x 6 panels, "map").
 use edge_runtime::kernels::isa::Isa;
 use edge_runtime::kernels::pointwise::{Avx512Tiles, PackedPointwise};
 use std::time::{Duration, Instant};
@@ -38,6 +40,7 @@ fn main() {
             .collect();
         let b = vec![0.1f32; n];
         let pp = PackedPointwise::new(&w, &b, g, n / g, k / g, true);
+        let for_map = PackedPointwise::for_map(&w, &b, g, n / g, k / g, true, Some(p));
         let x: Vec<f32> = (0..k * p)
             .map(|i| ((i * 31) % 997) as f32 / 997.0)
             .collect();
@@ -52,15 +55,18 @@ fn main() {
             if isa == Isa::Scalar || !isa.is_available() {
                 continue;
             }
-            variants.push((isa, Avx512Tiles::Columns64, ""));
+            variants.push((isa, Avx512Tiles::Columns64, &pp, ""));
             if isa == Isa::Avx512 {
-                variants.push((isa, Avx512Tiles::Columns32, " 6x32"));
+                variants.push((isa, Avx512Tiles::Columns32, &pp, " 6x32"));
+                if p > 49 && pp.channels_last_capable(isa, p) {
+                    variants.push((isa, Avx512Tiles::Columns64, &for_map, " map"));
+                }
             }
         }
         for cold in [false, true] {
             let mut times = vec![Vec::new(); variants.len()];
             for _ in 0..200 {
-                for (v, &(isa, tiles, _)) in variants.iter().enumerate() {
+                for (v, &(isa, tiles, pp, _)) in variants.iter().enumerate() {
                     if cold {
                         other.iter_mut().for_each(|v| *v += 1.0);
                         std::hint::black_box(&mut other);
@@ -71,7 +77,7 @@ fn main() {
                 }
             }
             let label = if cold { "cold" } else { "warm" };
-            for ((isa, _, tiles), mut times) in variants.iter().zip(times) {
+            for ((isa, _, _, tiles), mut times) in variants.iter().zip(times) {
                 times.sort();
                 let median: Duration = times[times.len() / 2];
                 let rate = macs / median.as_secs_f64() / 1e9;

@@ -434,20 +434,21 @@ fn pointwise_conv(model: &mut TypedModel, id: usize) -> TractResult<bool> {
     let (groups, c_in, c_out) = (conv.groups, conv.c_in, conv.c_out);
     let conv_out = OutletId::new(id, 0);
     let relu = relu_successor(model, conv_out)?;
-    let kernel = PackedPointwise::new(
+    let node = model.node(id);
+    let (name, data) = (format!("{}.edge_pointwise", node.name), node.inputs[0]);
+    let kernel = PackedPointwise::for_map(
         conv.kernel.try_as_plain_ram()?.as_slice::<f32>()?,
         &conv.bias,
         groups,
         c_out / groups,
         c_in / groups,
         relu.is_some(),
+        map_pixels(model, data)?,
     );
     let op = EdgePointwise {
         kernel: Arc::new(kernel),
         layouts: Layouts::default(),
     };
-    let node = model.node(id);
-    let (name, data) = (format!("{}.edge_pointwise", node.name), node.inputs[0]);
     replace_by(model, &[data], op, name, relu.unwrap_or(conv_out))?;
     Ok(true)
 }
@@ -760,9 +761,17 @@ fn pointwise_einsum(model: &mut TypedModel, id: usize) -> TractResult<bool> {
     for (row, s) in weights.chunks_exact_mut(c_in).zip(&scale) {
         row.iter_mut().for_each(|w| *w *= s);
     }
-    let kernel = PackedPointwise::new(&weights, &shift, 1, c_out, c_in, relu);
     let name = node.name.clone();
     let data = node.inputs[0];
+    let kernel = PackedPointwise::for_map(
+        &weights,
+        &shift,
+        1,
+        c_out,
+        c_in,
+        relu,
+        map_pixels(model, data)?,
+    );
     let mut patch = TypedModelPatch::new(format!("edge pointwise {name}"));
     let mut wire = patch.tap_model(model, data)?;
     if batch_in {
@@ -779,6 +788,15 @@ fn pointwise_einsum(model: &mut TypedModel, id: usize) -> TractResult<bool> {
     patch.shunt_outside(model, tail, wire)?;
     patch.apply(model)?;
     Ok(true)
+}
+
+/// Pixels per image of a `(N)CHW` activation, if its height and width are known numbers.
+fn map_pixels(model: &TypedModel, outlet: OutletId) -> TractResult<Option<usize>> {
+    let shape = &model.outlet_fact(outlet)?.shape;
+    let rank = shape.rank();
+    Ok((rank >= 3)
+        .then(|| Some(shape[rank - 2].to_usize().ok()? * shape[rank - 1].to_usize().ok()?))
+        .flatten())
 }
 
 /// The output of the `Max(x, 0)` that is the only consumer of `outlet`, if there is one.

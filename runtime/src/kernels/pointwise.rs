@@ -172,6 +172,24 @@ impl PackedPointwise {
         depth: usize,
         relu: bool,
     ) -> PackedPointwise {
+        Self::for_map(weights, bias, groups, rows, depth, relu, None)
+    }
+
+    /// [`PackedPointwise::new`] for maps of `map_pixels` pixels where known (the graph
+    /// rewrite knows them): some paths lay out their weights by map size. The layer
+    /// still runs on any map size.
+    pub fn for_map(
+        weights: &[f32],
+        bias: &[f32],
+        groups: usize,
+        rows: usize,
+        depth: usize,
+        relu: bool,
+        map_pixels: Option<usize>,
+    ) -> PackedPointwise {
+        // Only the x86 channel panels depend on the map size.
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = map_pixels;
         assert!(groups > 0 && rows > 0 && depth > 0);
         assert_eq!(weights.len(), groups * rows * depth);
         assert_eq!(bias.len(), groups * rows);
@@ -212,7 +230,7 @@ impl PackedPointwise {
                 .filter(|&isa| isa.is_available() && super::pointwise_panels::suits(isa, 1, depth))
                 .map(|isa| {
                     super::pointwise_panels::ChannelPanels::new(
-                        isa, weights, bias, groups, rows, depth,
+                        isa, weights, bias, groups, rows, depth, map_pixels,
                     )
                 })
                 .collect(),
@@ -1099,12 +1117,28 @@ mod tests {
     }
 
     fn check(groups: usize, rows: usize, depth: usize, pixels: usize, images: usize) {
+        check_packed(groups, rows, depth, pixels, images, None);
+        // Packed for the map it runs on: the AVX-512 panels widen on maps larger than
+        // 64 pixels (the only difference the map size makes).
+        if cfg!(target_arch = "x86_64") && pixels > 64 {
+            check_packed(groups, rows, depth, pixels, images, Some(pixels));
+        }
+    }
+
+    fn check_packed(
+        groups: usize,
+        rows: usize,
+        depth: usize,
+        pixels: usize,
+        images: usize,
+        map: Option<usize>,
+    ) {
         for relu in [false, true] {
             let weights = test_pattern(groups * rows * depth, 7 + depth as u32);
             let bias = test_pattern(groups * rows, 3);
             let input = test_pattern(images * groups * depth * pixels, 1 + pixels as u32);
             let expected = reference(&weights, &bias, groups, rows, depth, relu, &input, pixels);
-            let packed = PackedPointwise::new(&weights, &bias, groups, rows, depth, relu);
+            let packed = PackedPointwise::for_map(&weights, &bias, groups, rows, depth, relu, map);
             for imp in Isa::ALL {
                 if !imp.is_available() {
                     continue;
@@ -1113,7 +1147,7 @@ mod tests {
                     for (i, (e, a)) in expected.iter().zip(got).enumerate() {
                         assert!(
                             (e - a).abs() <= 1e-5 * (1.0 + e.abs()) * (depth as f32).sqrt(),
-                            "{imp:?}{tiles} g{groups} m{rows} k{depth} n{pixels} relu {relu} at {i}: {a} != {e}"
+                            "{imp:?}{tiles} g{groups} m{rows} k{depth} n{pixels} map {map:?} relu {relu} at {i}: {a} != {e}"
                         );
                     }
                 };
@@ -1152,7 +1186,7 @@ mod tests {
                         let close = (e - a).abs() <= 1e-5 * (1.0 + e.abs()) * (depth as f32).sqrt();
                         assert!(
                             close || (e.is_nan() && a.is_nan()),
-                            "{imp:?} {layouts:?} m{rows} k{depth} n{pixels} relu {relu} at {i}: {a} != {e}"
+                            "{imp:?} {layouts:?} m{rows} k{depth} n{pixels} map {map:?} relu {relu} at {i}: {a} != {e}"
                         );
                     }
                 }
@@ -1335,6 +1369,15 @@ mod tests {
         check(1, 37, 256, 196, 1);
         check(1, 19, 256, 250, 1);
         check(3, 263, 512, 14, 2);
+        // Deep layers on maps larger than 64 pixels, packed for their map: AVX-512's
+        // 64-channel panels (and a last one of 16, 32 or 48), tiles of 6 and 5 pixels
+        // (65 = 10 x 6 + 5, 196 = 31 x 6 + 2 x 5).
+        for &rows in &[16, 17, 63, 64, 65, 100, 130] {
+            for &pixels in &[65, 196] {
+                check(1, rows, 256, pixels, 1);
+            }
+        }
+        check(2, 40, 256, 196, 2);
     }
 
     #[test]
