@@ -129,15 +129,47 @@ pub unsafe fn depthwise_plane(
         }
         return;
     }
-    let zero = _mm512_setzero_ps();
-    for x0 in (0..ow).step_by(LANES) {
-        let block = ColumnBlock::new(x0, w, 1);
-        let store_mask = lanes_inside(x0 as isize, ow);
-        let store = |y: usize, acc: __m512| {
-            _mm512_mask_storeu_ps(out.add(y * ow + x0), store_mask, _mm512_max_ps(acc, floor))
-        };
-        stride1_rows(h, &k, bias, |iy| block.taps(input.add(iy * w), zero), store);
+    // Up to four column blocks side by side, row by row: a 56-wide plane goes down once
+    // rather than four times, reading and writing its rows front to back.
+    let mut x0 = 0;
+    while x0 < ow {
+        let blocks = (ow - x0).div_ceil(LANES);
+        let plane = (input, (h, w), out, ow, x0);
+        match blocks {
+            1 => stride1_columns::<1>(plane, &k, (bias, floor)),
+            2 => stride1_columns::<2>(plane, &k, (bias, floor)),
+            3 => stride1_columns::<3>(plane, &k, (bias, floor)),
+            _ => stride1_columns::<4>(plane, &k, (bias, floor)),
+        }
+        x0 += blocks.min(4) * LANES;
     }
+}
+
+/// Stride-1 depthwise rows of `16 V` outputs from column `x0`, whose blocks all hold
+/// output columns.
+///
+/// # Safety
+/// As [`depthwise_plane`] at stride 1; `x0 + 16 (V - 1) < ow`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::type_complexity)]
+unsafe fn stride1_columns<const V: usize>(
+    (input, (h, w), out, ow, x0): (*const f32, (usize, usize), *mut f32, usize, usize),
+    k: &[__m512; 9],
+    (bias, floor): (__m512, __m512),
+) {
+    let zero = _mm512_setzero_ps();
+    let blocks: [ColumnBlock; V] = std::array::from_fn(|v| ColumnBlock::new(x0 + LANES * v, w, 1));
+    let masks: [__mmask16; V] =
+        std::array::from_fn(|v| lanes_inside((x0 + LANES * v) as isize, ow));
+    let store = |y: usize, acc: [__m512; V]| {
+        for v in 0..V {
+            let at = out.add(y * ow + x0 + LANES * v);
+            _mm512_mask_storeu_ps(at, masks[v], _mm512_max_ps(acc[v], floor));
+        }
+    };
+    let taps = |iy: usize| std::array::from_fn(|v| blocks[v].taps(input.add(iy * w), zero));
+    stride1_rows::<V>(h, k, bias, taps, store);
 }
 
 /// The rows of one column block at stride 1, from the taps of each input row: each
@@ -148,24 +180,29 @@ pub unsafe fn depthwise_plane(
 /// AVX-512F available; `taps` and `store` safe to call for rows `0..h`.
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn stride1_rows(
+unsafe fn stride1_rows<const V: usize>(
     h: usize,
     k: &[__m512; 9],
     bias: __m512,
-    mut taps: impl FnMut(usize) -> [__m512; 3],
-    mut store: impl FnMut(usize, __m512),
+    mut taps: impl FnMut(usize) -> [[__m512; 3]; V],
+    mut store: impl FnMut(usize, [__m512; V]),
 ) {
     // Before input row iy: `above` is output row iy - 1 without its kernel row 2,
     // `current` output row iy with only its kernel row 0 (and the bias).
-    let mut above = bias;
-    let mut current = bias;
+    let mut above = [bias; V];
+    let mut current = [bias; V];
     for iy in 0..h {
         let t = taps(iy);
         if iy > 0 {
-            store(iy - 1, accumulate_row(above, t, &k[6..9]));
+            store(
+                iy - 1,
+                std::array::from_fn(|v| accumulate_row(above[v], t[v], &k[6..9])),
+            );
         }
-        above = accumulate_row(current, t, &k[3..6]);
-        current = accumulate_row(bias, t, &k[0..3]);
+        for v in 0..V {
+            above[v] = accumulate_row(current[v], t[v], &k[3..6]);
+            current[v] = accumulate_row(bias, t[v], &k[0..3]);
+        }
     }
     // The last row's kernel row 2 reads the bottom padding.
     store(h - 1, above);
@@ -223,7 +260,7 @@ pub unsafe fn depthwise_plane_pair<const STRIDE: usize>(
                 _mm512_maskz_permutexvar_ps(0x7f7f, shift_right, row),
             ]
         };
-        stride1_rows(h, &k, bias, taps, store);
+        stride1_rows::<1>(h, &k, bias, |iy| [taps(iy)], |y, [acc]| store(y, acc));
     } else {
         let row_mask = lanes_inside(0, w);
         let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
