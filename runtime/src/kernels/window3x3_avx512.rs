@@ -116,10 +116,13 @@ pub unsafe fn depthwise_plane(
     let floor = _mm512_set1_ps(params[10]);
     if stride == 2 {
         // Blocks of 32 outputs while more than 16 remain: the permutes of two vectors
-        // share their loads.
+        // share their loads; two such blocks side by side where more than 48 remain.
         let mut x0 = 0;
         while x0 < ow {
-            if ow - x0 > LANES {
+            if ow - x0 > 3 * LANES {
+                stride2_column_pair(input, (h, w), &k, (bias, floor), out, (oh, ow), x0);
+                x0 += 4 * LANES;
+            } else if ow - x0 > LANES {
                 stride2_columns::<2>(input, (h, w), &k, (bias, floor), out, (oh, ow), x0);
                 x0 += 2 * LANES;
             } else {
@@ -367,6 +370,44 @@ unsafe fn stride2_columns<const V: usize>(
         }
     };
     stride2_rows::<V>(h, oh, k, bias, |iy| columns.taps(input.add(iy * w)), store);
+}
+
+/// Stride-2 depthwise rows of 64 outputs from column `x0`, two blocks of 32 side by side
+/// row by row, so that each input row is read once rather than once per block: a
+/// 112-wide input plane (50 KB) does not stay in L1 from one block to the next.
+///
+/// # Safety
+/// As [`depthwise_plane`] at stride 2; `x0 + 48 < ow`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn stride2_column_pair(
+    input: *const f32,
+    (h, w): (usize, usize),
+    k: &[__m512; 9],
+    (bias, floor): (__m512, __m512),
+    out: *mut f32,
+    (oh, ow): (usize, usize),
+    x0: usize,
+) {
+    let masks: [__mmask16; 4] =
+        std::array::from_fn(|v| lanes_inside((x0 + LANES * v) as isize, ow));
+    let blocks = [
+        Stride2Columns::<2>::new(x0, w),
+        Stride2Columns::<2>::new(x0 + 2 * LANES, w),
+    ];
+    let store = |oy: usize, acc: [__m512; 4]| {
+        for v in 0..4 {
+            let at = out.add(oy * ow + x0 + LANES * v);
+            _mm512_mask_storeu_ps(at, masks[v], _mm512_max_ps(acc[v], floor));
+        }
+    };
+    let taps = |iy: usize| {
+        let row = input.add(iy * w);
+        let [a, b] = [blocks[0].taps(row), blocks[1].taps(row)];
+        std::array::from_fn(|t| [a[t][0], a[t][1], b[t][0], b[t][1]])
+    };
+    stride2_rows::<4>(h, oh, k, bias, taps, store);
 }
 
 /// The `oh` rows of `V` vectors of stride-2 outputs from the taps of input rows `0..h`:
