@@ -148,6 +148,29 @@ pub unsafe fn depthwise_plane(
     }
 }
 
+/// The lanes of `V` output vectors from column `x0` that lie in a row `ow` wide.
+fn output_masks<const V: usize>(x0: usize, ow: usize) -> [__mmask16; V] {
+    std::array::from_fn(|v| lanes_inside((x0 + LANES * v) as isize, ow))
+}
+
+/// `V` vectors of one output row from `row`, at least `floor` (the ReLU), each under its
+/// mask.
+///
+/// # Safety
+/// AVX-512F available; `row` writable at the masks' lanes of `V` vectors.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn store_outputs<const V: usize>(
+    row: *mut f32,
+    masks: &[__mmask16; V],
+    acc: [__m512; V],
+    floor: __m512,
+) {
+    for ((v, &mask), acc) in masks.iter().enumerate().zip(acc) {
+        _mm512_mask_storeu_ps(row.add(LANES * v), mask, _mm512_max_ps(acc, floor));
+    }
+}
+
 /// Stride-1 depthwise rows of `16 V` outputs from column `x0`, whose blocks all hold
 /// output columns.
 ///
@@ -163,14 +186,8 @@ unsafe fn stride1_columns<const V: usize>(
 ) {
     let zero = _mm512_setzero_ps();
     let blocks: [ColumnBlock; V] = std::array::from_fn(|v| ColumnBlock::new(x0 + LANES * v, w, 1));
-    let masks: [__mmask16; V] =
-        std::array::from_fn(|v| lanes_inside((x0 + LANES * v) as isize, ow));
-    let store = |y: usize, acc: [__m512; V]| {
-        for v in 0..V {
-            let at = out.add(y * ow + x0 + LANES * v);
-            _mm512_mask_storeu_ps(at, masks[v], _mm512_max_ps(acc[v], floor));
-        }
-    };
+    let masks = output_masks::<V>(x0, ow);
+    let store = |y: usize, acc| store_outputs(out.add(y * ow + x0), &masks, acc, floor);
     let taps = |iy: usize| std::array::from_fn(|v| blocks[v].taps(input.add(iy * w), zero));
     stride1_rows::<V>(h, k, bias, taps, store);
 }
@@ -360,15 +377,9 @@ unsafe fn stride2_columns<const V: usize>(
     (oh, ow): (usize, usize),
     x0: usize,
 ) {
-    let masks: [__mmask16; V] =
-        std::array::from_fn(|v| lanes_inside((x0 + LANES * v) as isize, ow));
+    let masks = output_masks::<V>(x0, ow);
     let columns = Stride2Columns::<V>::new(x0, w);
-    let store = |oy: usize, acc: [__m512; V]| {
-        for v in 0..V {
-            let at = out.add(oy * ow + x0 + LANES * v);
-            _mm512_mask_storeu_ps(at, masks[v], _mm512_max_ps(acc[v], floor));
-        }
-    };
+    let store = |oy: usize, acc| store_outputs(out.add(oy * ow + x0), &masks, acc, floor);
     stride2_rows::<V>(h, oh, k, bias, |iy| columns.taps(input.add(iy * w)), store);
 }
 
@@ -390,18 +401,12 @@ unsafe fn stride2_column_pair(
     (oh, ow): (usize, usize),
     x0: usize,
 ) {
-    let masks: [__mmask16; 4] =
-        std::array::from_fn(|v| lanes_inside((x0 + LANES * v) as isize, ow));
+    let masks = output_masks::<4>(x0, ow);
     let blocks = [
         Stride2Columns::<2>::new(x0, w),
         Stride2Columns::<2>::new(x0 + 2 * LANES, w),
     ];
-    let store = |oy: usize, acc: [__m512; 4]| {
-        for v in 0..4 {
-            let at = out.add(oy * ow + x0 + LANES * v);
-            _mm512_mask_storeu_ps(at, masks[v], _mm512_max_ps(acc[v], floor));
-        }
-    };
+    let store = |oy: usize, acc| store_outputs(out.add(oy * ow + x0), &masks, acc, floor);
     let taps = |iy: usize| {
         let row = input.add(iy * w);
         let [a, b] = [blocks[0].taps(row), blocks[1].taps(row)];
