@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The project's test command (README "Run the tests"): installs what it needs, then
+# The project's test command (the README's front door): installs what it needs, then
 # checks formatting and lints, runs the host test suite (which includes the SSH device
 # tests against private sshd instances, the armv7-vs-host parity test and the QEMU
 # cost-count tests), the nine models once more on the AVX2 kernels where AVX-512 can be
