@@ -116,17 +116,30 @@ pub unsafe fn depthwise_plane(
     let floor = _mm512_set1_ps(params[10]);
     if stride == 2 {
         // Blocks of 32 outputs while more than 16 remain: the permutes of two vectors
-        // share their loads; two such blocks side by side where more than 48 remain.
+        // share their loads. Where more than 48 remain, two such blocks side by side, row
+        // by row, so that each input row is read once rather than once per block: a
+        // 112-wide input plane (50 KB) does not stay in L1 from one block to the next.
         let mut x0 = 0;
         while x0 < ow {
+            let plane = (input, (h, w), out, (oh, ow), x0);
             if ow - x0 > 3 * LANES {
-                stride2_column_pair(input, (h, w), &k, (bias, floor), out, (oh, ow), x0);
+                let pair = [
+                    Stride2Columns::<2>::new(x0, w),
+                    Stride2Columns::<2>::new(x0 + 2 * LANES, w),
+                ];
+                let taps = |row| {
+                    let [a, b] = [pair[0].taps(row), pair[1].taps(row)];
+                    std::array::from_fn(|t| [a[t][0], a[t][1], b[t][0], b[t][1]])
+                };
+                stride2_columns::<4>(plane, &k, (bias, floor), taps);
                 x0 += 4 * LANES;
             } else if ow - x0 > LANES {
-                stride2_columns::<2>(input, (h, w), &k, (bias, floor), out, (oh, ow), x0);
+                let columns = Stride2Columns::<2>::new(x0, w);
+                stride2_columns(plane, &k, (bias, floor), |row| columns.taps(row));
                 x0 += 2 * LANES;
             } else {
-                stride2_columns::<1>(input, (h, w), &k, (bias, floor), out, (oh, ow), x0);
+                let columns = Stride2Columns::<1>::new(x0, w);
+                stride2_columns(plane, &k, (bias, floor), |row| columns.taps(row));
                 x0 += LANES;
             }
         }
@@ -192,9 +205,10 @@ unsafe fn stride1_columns<const V: usize>(
     stride1_rows::<V>(h, k, bias, taps, store);
 }
 
-/// The rows of one column block at stride 1, from the taps of each input row: each
-/// input row's products go to the three output rows it touches, kept in a rolling pair
-/// of accumulators, so the dependency chains stay short and independent.
+/// The rows of `V` column blocks side by side at stride 1, from the taps of each input
+/// row (one set per block): each input row's products go to the three output rows it
+/// touches, kept in a rolling pair of accumulators, so the dependency chains stay short
+/// and independent.
 ///
 /// # Safety
 /// AVX-512F available; `taps` and `store` safe to call for rows `0..h`.
@@ -361,58 +375,30 @@ impl<const V: usize> Stride2Columns<V> {
     }
 }
 
-/// Stride-2 depthwise rows of `16 V` outputs from column `x0` ([`stride2_rows`]).
+/// Stride-2 depthwise rows of `16 V` outputs from column `x0` ([`stride2_rows`]), with
+/// `taps` giving the taps of the input row that starts at a pointer.
 ///
 /// # Safety
-/// As [`depthwise_plane`] at stride 2; `x0 < ow`.
+/// As [`depthwise_plane`] at stride 2; `x0 + 16 (V - 1) < ow`; `taps` safe to call on
+/// the plane's rows.
 #[inline]
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::type_complexity)]
 unsafe fn stride2_columns<const V: usize>(
-    input: *const f32,
-    (h, w): (usize, usize),
+    (input, (h, w), out, (oh, ow), x0): (
+        *const f32,
+        (usize, usize),
+        *mut f32,
+        (usize, usize),
+        usize,
+    ),
     k: &[__m512; 9],
     (bias, floor): (__m512, __m512),
-    out: *mut f32,
-    (oh, ow): (usize, usize),
-    x0: usize,
+    taps: impl Fn(*const f32) -> [[__m512; V]; 3],
 ) {
     let masks = output_masks::<V>(x0, ow);
-    let columns = Stride2Columns::<V>::new(x0, w);
     let store = |oy: usize, acc| store_outputs(out.add(oy * ow + x0), &masks, acc, floor);
-    stride2_rows::<V>(h, oh, k, bias, |iy| columns.taps(input.add(iy * w)), store);
-}
-
-/// Stride-2 depthwise rows of 64 outputs from column `x0`, two blocks of 32 side by side
-/// row by row, so that each input row is read once rather than once per block: a
-/// 112-wide input plane (50 KB) does not stay in L1 from one block to the next.
-///
-/// # Safety
-/// As [`depthwise_plane`] at stride 2; `x0 + 48 < ow`.
-#[inline]
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn stride2_column_pair(
-    input: *const f32,
-    (h, w): (usize, usize),
-    k: &[__m512; 9],
-    (bias, floor): (__m512, __m512),
-    out: *mut f32,
-    (oh, ow): (usize, usize),
-    x0: usize,
-) {
-    let masks = output_masks::<4>(x0, ow);
-    let blocks = [
-        Stride2Columns::<2>::new(x0, w),
-        Stride2Columns::<2>::new(x0 + 2 * LANES, w),
-    ];
-    let store = |oy: usize, acc| store_outputs(out.add(oy * ow + x0), &masks, acc, floor);
-    let taps = |iy: usize| {
-        let row = input.add(iy * w);
-        let [a, b] = [blocks[0].taps(row), blocks[1].taps(row)];
-        std::array::from_fn(|t| [a[t][0], a[t][1], b[t][0], b[t][1]])
-    };
-    stride2_rows::<4>(h, oh, k, bias, taps, store);
+    stride2_rows::<V>(h, oh, k, bias, |iy| taps(input.add(iy * w)), store);
 }
 
 /// The `oh` rows of `V` vectors of stride-2 outputs from the taps of input rows `0..h`:
