@@ -256,33 +256,34 @@ pub fn depthwise3x3(
 
 /// Copies an `h x w` plane into the interior of the zero-bordered scratch plane (rows
 /// `w + 2` floats apart, starting at row 1, column 1).
+pub(crate) fn copy_into_padded(imp: Isa, plane: &[f32], padded: &mut [f32], w: usize) {
+    let wp = w + 2;
+    assert!(padded.len() >= (plane.len() / w + 2) * wp);
+    copy_rows_into_padded(imp, plane, &mut padded[wp..], w);
+}
+
+/// Copies the rows of `rows` (`w` floats each) to `padded`, row `y` at column 1 of
+/// padded row `y` (rows `w + 2` floats apart); the border columns are left alone.
 ///
 /// armv7: `copy_from_slice` per row calls `memcpy`, which costs about 1.4 instructions per
 /// float here (call, alignment and size dispatch on short rows); a stride-2 layer copies
 /// four input floats per output, more than its arithmetic. One NEON loop over the plane
 /// costs about 0.5 per float.
-pub(crate) fn copy_into_padded(imp: Isa, plane: &[f32], padded: &mut [f32], w: usize) {
+pub(crate) fn copy_rows_into_padded(imp: Isa, rows: &[f32], padded: &mut [f32], w: usize) {
     let wp = w + 2;
-    let h = plane.len() / w;
-    assert!(padded.len() >= (h + 2) * wp);
+    let h = rows.len() / w;
+    assert!(h == 0 || padded.len() > (h - 1) * wp + w);
     #[cfg(target_arch = "arm")]
-    if imp == Isa::Neon && w >= 4 {
-        // SAFETY: reads the h * w floats of `plane`; writes w floats at rows 1..=h, column
-        // 1 of `padded`, which holds (h + 2) * wp floats (asserted).
-        unsafe {
-            neon::copy_plane(
-                plane.as_ptr(),
-                padded.as_mut_ptr().add(wp + 1),
-                w,
-                h,
-                wp * 4,
-            )
-        };
+    if imp == Isa::Neon && w >= 4 && h > 0 {
+        // SAFETY: reads the h * w floats of `rows`; writes w floats at column 1 of rows
+        // 0..h of `padded`, the last ending at (h - 1) * wp + w + 1 <= padded.len()
+        // (asserted).
+        unsafe { neon::copy_plane(rows.as_ptr(), padded.as_mut_ptr().add(1), w, h, wp * 4) };
         return;
     }
     let _ = imp;
-    for (y, row) in plane.chunks_exact(w).enumerate() {
-        let start = (y + 1) * wp + 1;
+    for (y, row) in rows.chunks_exact(w).enumerate() {
+        let start = y * wp + 1;
         padded[start..start + w].copy_from_slice(row);
     }
 }
