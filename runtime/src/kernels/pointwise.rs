@@ -1351,9 +1351,9 @@ mod tests {
         check(1, 50, 384, 196, 1);
         check(3, 20, 9, 49, 2);
         // The AVX2 panels take 7x7 and smaller maps from depth 128 and larger maps from
-        // depth 256: channels off the 8-lane vectors and 16-channel panels, pixels across
-        // tiles of 5 and 6 (and the rows' last tiles, which store under a mask; the last
-        // strip, copied under a mask), and groups.
+        // depth 256: channels off the 8-lane vectors and 24-channel panels (last panels
+        // of 8, 16 and 24), pixels across tiles of 3 and 4 (and the rows' last tiles,
+        // which store under a mask; the last strip, copied under a mask), and groups.
         #[cfg(target_arch = "x86_64")]
         {
             use super::super::pointwise_panels::suits;
@@ -1365,6 +1365,7 @@ mod tests {
             check(1, 21, 128, pixels, 1);
         }
         check(1, 37, 256, 49, 1);
+        check(1, 29, 256, 49, 1);
         check(1, 37, 256, 49, 3);
         check(1, 37, 256, 196, 1);
         check(1, 19, 256, 250, 1);

@@ -12,9 +12,10 @@
 //!   (deep layers only, see [`suits`]) the panels are 64 channels by 6 pixels instead: 24
 //!   FMAs per step of `k` for 4 vector loads and 6 scalar ones, where a few 5-pixel tiles
 //!   cost less than on a 49-pixel map (see [`avx512_panel`]).
-//! - AVX2: up to 16 channels (two ymm vectors) by 6 pixels: 12 accumulators, the two
-//!   weight vectors and one broadcast pixel fit the 16 ymm registers; 12 FMAs per step of
-//!   `k`. The activations are first cut into 6-pixel strips (`pixel_strips`).
+//! - AVX2: up to 24 channels (three ymm vectors) by 4 pixels: 12 accumulators, the three
+//!   weight vectors and one broadcast pixel fill the 16 ymm registers; 12 FMAs per step
+//!   of `k` for 3 vector loads and 4 scalar ones. The activations are first cut into
+//!   4-pixel strips (`pixel_strips`).
 //!
 //! The weights are packed once more for this path (`[k][panel]`, zero-padded to whole
 //! vectors). A tile ends transposed (channels along the vector); it goes to the NCHW
@@ -37,9 +38,13 @@ pub const PIXELS: usize = 7;
 /// Pixels per tile of the AVX-512 64-channel panels: 24 accumulators, four weight
 /// vectors and the broadcast pixel fit the 32 zmm registers.
 const WIDE_PIXELS: usize = 6;
-/// Pixels per tile on AVX2: 12 accumulators, two weight vectors and the broadcast pixel
-/// fit the 16 ymm registers (7 pixels spill).
-const AVX2_PIXELS: usize = 6;
+/// Channels per panel and pixels per tile on AVX2: 12 accumulators, three weight vectors
+/// and the broadcast pixel fill the 16 ymm registers, and each step of `k` issues 12
+/// FMAs for 3 vector loads and 4 scalar ones. 16 channels by 6 pixels (8 loads per 12
+/// FMAs) ran mobilenet_0.5 and fd_mobilenet_1.0 4-5 % slower on an Intel Xeon (Emerald
+/// Rapids) with AVX-512 hidden; 32 by 3 spills registers (35-40 % slower).
+const AVX2_PANEL: usize = 24;
+const AVX2_PIXELS: usize = 4;
 
 /// The weights of every group in `[k][width]` panels of up to `panel` channels, widths
 /// rounded up to whole vectors of `lanes`, with the biases laid out the same way.
@@ -77,7 +82,7 @@ impl ChannelPanels {
                 let (panel, tile_pixels) = avx512_panel(map_pixels);
                 (16, panel, tile_pixels)
             }
-            Isa::Avx2Fma => (8, 16, AVX2_PIXELS),
+            Isa::Avx2Fma => (8, AVX2_PANEL, AVX2_PIXELS),
             _ => panic!("no channel panels for {isa:?}"),
         };
         let padded_rows = rows.div_ceil(lanes) * lanes;
@@ -529,7 +534,7 @@ mod avx2 {
 
     const LANES: usize = 8;
 
-    tile_kernel!([1], 2);
+    tile_kernel!([1, 2], 3);
 
     /// `V` vectors of output channels by `P` pixels, as the AVX-512 tile: for the first
     /// `real` channels `c`, `out[c][p] = max(floor, bias[c] + sum_k w[k][c] * x[k][p])`,
@@ -659,8 +664,9 @@ mod tests {
     #[test]
     fn panels_and_biases_start_on_a_cache_line() {
         // A 512 -> 512 layer's panels (1 MiB, where a Vec would start 16 bytes past a
-        // line) and a small one's, for both paths: each panel row then starts a line
-        // (48, 64 and 16 channels are whole lines), so no vector load splits across two.
+        // line) and a small one's, for both paths: each AVX-512 panel row then starts a
+        // line (48 and 64 channels are whole lines), and AVX2's rows of 24 (96 bytes) put
+        // every 8-float load on a 32-byte boundary, so no vector load splits across two.
         // The AVX-512 panels are 48 or 64 channels wide by map size.
         for (rows, depth) in [(512, 512), (10, 3)] {
             let weights = vec![0.5f32; rows * depth];
