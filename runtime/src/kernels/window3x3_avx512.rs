@@ -1,10 +1,10 @@
 //! 3x3 windows on AVX-512, straight from the unpadded NCHW plane: the depthwise
 //! convolution, and the max pool (ShuffleNet's, after its first convolution).
 //!
-//! The portable and AVX2 paths copy every plane into a zero-bordered scratch plane first.
-//! On the small maps of these networks that copy costs about as much as the arithmetic
-//! (a 7x7 plane is 49 outputs), and at stride 2 the even/odd column shuffles come on
-//! top. AVX-512's masked loads read zeros in the lanes outside a row without touching
+//! The portable path (and AVX2's max pool) copy every plane into a bordered scratch
+//! plane first. On the small maps of these networks that copy costs about as much as the
+//! arithmetic (a 7x7 plane is 49 outputs), and at stride 2 the even/odd column shuffles
+//! come on top. AVX-512's masked loads read zeros in the lanes outside a row without touching
 //! memory there, so the borders need no copy: each 16-output vector takes its three
 //! taps of an input row as three masked loads at stride 1, and stores under a mask at
 //! the end of the row. At stride 2 the depthwise convolution splits the columns with
