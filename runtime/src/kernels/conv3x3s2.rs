@@ -114,7 +114,6 @@ fn fill_band(
 /// One band of one image's zero-bordered input planes (`hp` padded rows of `wp` each
 /// per channel, split into even and odd columns on the x86 vector paths): padded rows
 /// `2 * rows.start..` of the whole planes, which output rows `rows` read.
-#[derive(Clone)]
 struct Planes<'a> {
     padded: &'a [f32],
     hp: usize,

@@ -223,7 +223,7 @@ thread_local! {
 /// The fewest tiles of at most `max` pixels that cover `pixels`, as `(start, cols)`, their
 /// widths differing by at most one (wider first): a narrow last tile would cost nearly
 /// as much as a whole one, its few accumulators waiting on the multiply-add latency
-/// (AVX2, 49 pixels: 4 x 6 + 5 x 5 rather than 8 x 6 + 1).
+/// (AVX2, 49 pixels: 10 x 4 + 3 x 3 rather than 12 x 4 + 1).
 fn pixel_tiles(pixels: usize, max: usize) -> impl Iterator<Item = (usize, usize)> {
     let tiles = pixels.div_ceil(max);
     let (narrow, wider) = (pixels / tiles, pixels % tiles);
