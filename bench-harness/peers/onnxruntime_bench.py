@@ -41,6 +41,17 @@ disturbed least):
 
     .venv/bin/python bench-harness/peers/onnxruntime_bench.py --paired 5 --min-time 1
 
+--paired rounds last a second or more per side, and on a busy VM the speed can change
+within that. --interleaved P goes finer: it keeps one `edgebench serve-runs` process
+(the same binary, --edgebench) with the model loaded, and alternates --batch B of its
+inferences with B of onnxruntime's, P times (onnxruntime first in every other pair), so
+both sides of a pair run within a few milliseconds of each other. It reports the median
+of the P per-pair ratios (each the ratio of the two batches' medians) with a 95 %
+interval, the share of pairs in which edgebench was faster, and the ratio of the two
+runtimes' fastest runs:
+
+    .venv/bin/python bench-harness/peers/onnxruntime_bench.py --interleaved 200 --batch 5
+
 With --profile N it also runs each model N more times under onnxruntime's own profiler
 and prints where its time goes, per node and per operator type, to set beside
 `edgebench profile <model> --engine edge --nodes`. The per-node means go into the JSON
@@ -249,9 +260,148 @@ def paired(session, name, feed, args):
     return result
 
 
+class ServeRuns:
+    """An `edgebench serve-runs` process with one model loaded: `runs(n)` times n
+    inferences there and returns their times in ms."""
+
+    def __init__(self, binary, engine, name, args):
+        command = [
+            binary, "serve-runs", name, "--engine", engine, "--model-dir", args.model_dir,
+            "--no-export", "--warmup-runs", str(args.warmup),
+        ]
+        self.name = name
+        try:
+            self.process = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True)
+        except OSError as e:
+            die(f"{binary}: cannot run edgebench: {e} "
+                "(build it: cargo build --release -p bench-harness, or pass --edgebench)")
+        header = self.process.stdout.readline()
+        try:
+            self.header = json.loads(header)
+        except ValueError:
+            self.fail("no header line")
+        if not str(self.header.get("schema", "")).startswith("edgebench/serve-runs/"):
+            self.fail(f"unexpected header {header.strip()!r}")
+
+    def fail(self, what):
+        self.process.kill()
+        _, err = self.process.communicate()
+        die(f"edgebench serve-runs of {self.name} failed ({what}, exit "
+            f"{self.process.returncode}): {err.strip()[-2000:]}")
+
+    def runs(self, n):
+        try:
+            self.process.stdin.write(f"{n}\n")
+            self.process.stdin.flush()
+        except OSError:
+            self.fail("it stopped reading")
+        line = self.process.stdout.readline()
+        try:
+            times = [float(t) for t in line.split()]
+        except ValueError:
+            times = []
+        if len(times) != n:
+            self.fail(f"reply {line.strip()[:200]!r} to a request of {n} runs")
+        return times
+
+    def close(self):
+        # Closing stdin (communicate does) ends the session.
+        _, err = self.process.communicate()
+        if self.process.returncode != 0:
+            die(f"edgebench serve-runs of {self.name} exited with {self.process.returncode}: "
+                f"{err.strip()[-2000:]}")
+
+
+def pin_to_one_cpu(cpu):
+    """Keeps this process, and the edgebench it starts, on one CPU (Linux); returns it.
+
+    Both runtimes then take turns on the same core, at the same clock and under the
+    same neighbours. Unpinned, on a 2-vCPU VM, the two processes landed on different
+    vCPUs whose speeds differed from moment to moment: fd_mobilenet_1.0's median ratio
+    was 0.906 in one run and 1.064 in the next (see the README)."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    if cpu is None:
+        cpu = allowed[0]
+    if cpu not in allowed:
+        die(f"--cpu {cpu}: this process may only run on CPUs {allowed}")
+    os.sched_setaffinity(0, {cpu})
+    return cpu
+
+
+def interleaved(session, name, feed, args):
+    """`--interleaved` pairs of one model: batches of edgebench's and onnxruntime's
+    inferences in turn."""
+    edge = ServeRuns(args.edgebench, args.paired_engine, name, args)
+    for _ in range(args.warmup):
+        session.run(None, feed)
+    pairs, edge_samples, ort_samples = [], [], []
+    for i in range(args.interleaved):
+        batch = {}
+        for side in (["edge", "ort"] if i % 2 == 0 else ["ort", "edge"]):
+            if side == "edge":
+                batch["edge"] = edge.runs(args.batch)
+            else:
+                times = []
+                for _ in range(args.batch):
+                    t0 = time.perf_counter()
+                    session.run(None, feed)
+                    times.append((time.perf_counter() - t0) * 1e3)
+                batch["ort"] = times
+        edge_samples += batch["edge"]
+        ort_samples += batch["ort"]
+        pairs.append(statistics.median(batch["edge"]) / statistics.median(batch["ort"]))
+    edge.close()
+    lo, hi = median_interval(pairs)
+    result = summary(name, ort_samples)
+    result["interleaved"] = {
+        "engine": args.paired_engine,
+        "edge_isa": edge.header.get("edge_isa"),
+        "cpu": args.cpu_used,
+        "pairs": args.interleaved,
+        "batch": args.batch,
+        "edgebench_median_ms": statistics.median(edge_samples),
+        "onnxruntime_median_ms": statistics.median(ort_samples),
+        "median_ratio": statistics.median(pairs),
+        "ci95_median_ratio": [lo, hi],
+        "edgebench_faster_share": sum(r < 1 for r in pairs) / len(pairs),
+        "fastest_ratio": min(edge_samples) / min(ort_samples),
+        "edgebench_samples_ms": edge_samples,
+        "pair_ratios": pairs,
+    }
+    print(f"{name}: {args.interleaved} pairs: median ratio {statistics.median(pairs):.3f} "
+          f"({lo:.3f}-{hi:.3f})", file=sys.stderr)
+    return result
+
+
+def edgebench_side(results, mode):
+    """The engine, kernel ISA and CPU of edgebench's side in `mode` ("paired" or
+    "interleaved"), from the first model's result."""
+    first = results[0][mode] if results else {}
+    return first.get("engine", "edge"), first.get("edge_isa"), first.get("cpu")
+
+
+def print_interleaved(results, pairs, batch):
+    engine, isa, cpu = edgebench_side(results, "interleaved")
+    print(f"Interleaved: {engine} engine" + (f" ({isa} kernels)" if isa else "")
+          + f" and onnxruntime in turn" + (f" on CPU {cpu}" if cpu is not None else "")
+          + f", {pairs} pairs of {batch} runs each per model")
+    print(f"| model | {engine} ms | onnxruntime ms | {engine} / onnxruntime, median of the pairs "
+          f"(95% CI) | pairs with {engine} faster | {engine} / onnxruntime, fastest runs |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in results:
+        p = r["interleaved"]
+        lo, hi = p["ci95_median_ratio"]
+        print(f"| {r['name']} | {p['edgebench_median_ms']:.3f} | {p['onnxruntime_median_ms']:.3f} "
+              f"| {p['median_ratio']:.3f} ({lo:.3f}-{hi:.3f}) "
+              f"| {100 * p['edgebench_faster_share']:.0f} % | {p['fastest_ratio']:.3f} |")
+
+
 def print_paired(results, rounds):
-    engine = results[0]["paired"]["engine"] if results else "edge"
-    isa = results[0]["paired"]["edge_isa"] if results else None
+    engine, isa, _ = edgebench_side(results, "paired")
     print(f"Paired rounds: {engine} engine" + (f" ({isa} kernels)" if isa else "")
           + f" and onnxruntime back to back, {rounds} rounds per model")
     print(f"| model | {engine} ms | onnxruntime ms | {engine} / onnxruntime, median "
@@ -294,15 +444,40 @@ def main():
         "report the median and range of the per-round ratios",
     )
     ap.add_argument(
+        "--interleaved",
+        type=int,
+        default=0,
+        metavar="P",
+        help="measure each model in P pairs of --batch runs, edgebench's and onnxruntime's "
+        "in turn from one edgebench serve-runs process, and report the median of the "
+        "per-pair ratios with its 95%% interval",
+    )
+    ap.add_argument(
+        "--batch",
+        type=int,
+        default=5,
+        metavar="B",
+        help="inferences per side of each --interleaved pair [default: 5]",
+    )
+    ap.add_argument(
+        "--cpu",
+        type=int,
+        metavar="N",
+        help="the CPU that --interleaved runs both runtimes on [default: the first this "
+        "process may use]",
+    )
+    ap.add_argument(
         "--edgebench",
         default=os.path.join("target", "release", "edgebench"),
-        help="the edgebench binary that --paired runs [default: target/release/edgebench]",
+        help="the edgebench binary that --paired and --interleaved run "
+        "[default: target/release/edgebench]",
     )
     ap.add_argument(
         "--paired-engine",
         choices=["edge", "tract"],
         default="edge",
-        help="the engine --paired measures on the edgebench side [default: edge]",
+        help="the engine --paired and --interleaved measure on the edgebench side "
+        "[default: edge]",
     )
     ap.add_argument("--json", help="write the results here (never overwritten)")
     args = ap.parse_args()
@@ -310,9 +485,15 @@ def main():
         die(f"--profile {args.profile}: the number of profiled runs cannot be negative")
     if args.paired < 0:
         die(f"--paired {args.paired}: the number of rounds cannot be negative")
-    if args.paired and args.edgebench_json:
-        die("--paired measures edgebench itself: leave out --edgebench-json")
-    if args.paired and not os.path.isfile(args.edgebench):
+    if args.interleaved < 0:
+        die(f"--interleaved {args.interleaved}: the number of pairs cannot be negative")
+    if not 1 <= args.batch <= 10000:
+        die(f"--batch {args.batch}: give 1 to 10000 runs per side of a pair")
+    if args.paired and args.interleaved:
+        die("--paired and --interleaved are two ways to measure the same thing: choose one")
+    if (args.paired or args.interleaved) and args.edgebench_json:
+        die("--paired and --interleaved measure edgebench themselves: leave out --edgebench-json")
+    if (args.paired or args.interleaved) and not os.path.isfile(args.edgebench):
         die(f"{args.edgebench}: no edgebench binary "
             "(build it: cargo build --release -p bench-harness, or pass --edgebench)")
 
@@ -328,6 +509,7 @@ def main():
     for path in args.edgebench_json:
         ours.update(edgebench_medians(path))
 
+    args.cpu_used = pin_to_one_cpu(args.cpu) if args.interleaved else None
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
@@ -348,6 +530,8 @@ def main():
         feed = {inp.name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
         if args.paired:
             r = paired(session, name, feed, args)
+        elif args.interleaved:
+            r = interleaved(session, name, feed, args)
         else:
             r = measure(session, name, feed, args.warmup, args.min_runs, args.min_time)
         print(f"{name}: {r['median_ms']:.3f} ms median ({r['runs']} runs)", file=sys.stderr)
@@ -357,6 +541,8 @@ def main():
 
     if args.paired:
         print_paired(results, args.paired)
+    elif args.interleaved:
+        print_interleaved(results, args.interleaved, args.batch)
     else:
         print_table(results, ours)
     for r in results:

@@ -44,6 +44,11 @@ enum Command {
     Fleet(device::FleetArgs),
     /// Deterministic cost counts under qemu-arm.
     Qemu(qemu::QemuArgs),
+    /// Time inferences of one model on request, for a driver that interleaves another
+    /// runtime's runs with ours (the onnxruntime peer script's --interleaved): after a
+    /// JSON header line, each line `N` read from stdin runs N inferences and is answered
+    /// by one line of their times in ms; ends with the input.
+    ServeRuns(ServeArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -196,6 +201,24 @@ struct ProfileArgs {
     nodes: bool,
 }
 
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// A model name from the zoo or a path to an ONNX file.
+    model: String,
+    #[arg(long, default_value = model_zoo::DEFAULT_MODEL_DIR)]
+    model_dir: PathBuf,
+    #[arg(long)]
+    no_export: bool,
+    #[arg(long, value_parser = ["tract", "edge"], default_value = "edge")]
+    engine: String,
+    /// Inferences before the header line.
+    #[arg(long, default_value_t = 10)]
+    warmup_runs: usize,
+    /// Seed of the deterministic input.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
 fn refuse_existing(paths: &[&Option<PathBuf>]) -> Result<(), HarnessError> {
     for p in paths.iter().copied().flatten() {
         if p.exists() {
@@ -310,29 +333,34 @@ fn run_compare(args: &CompareArgs) -> anyhow::Result<i32> {
     }
 }
 
-fn run_profile(args: &ProfileArgs) -> anyhow::Result<i32> {
-    let engine: Engine = args.engine.parse().context("--engine")?;
-    let path = if let Some(m) = model_zoo::find_model(&args.model) {
-        let p = args.model_dir.join(format!("{}.onnx", m.name));
-        if !p.is_file() && !args.no_export {
+/// The ONNX file of `model`: a zoo name (in `model_dir`, exported there first if missing
+/// unless `no_export`) or a path.
+fn model_path(model: &str, model_dir: &Path, no_export: bool) -> Result<PathBuf, HarnessError> {
+    let path = if let Some(m) = model_zoo::find_model(model) {
+        let p = model_dir.join(format!("{}.onnx", m.name));
+        if !p.is_file() && !no_export {
             model_zoo::export_models(
-                &args.model_dir,
+                model_dir,
                 Some(&[m.name.to_string()]),
                 &model_zoo::ExportOptions::default(),
-            )
-            .map_err(HarnessError::from)?;
+            )?;
         }
         p
     } else {
-        PathBuf::from(&args.model)
+        PathBuf::from(model)
     };
-    if !Path::new(&path).is_file() {
+    if !path.is_file() {
         return Err(HarnessError::BadInput {
             file: path.display().to_string(),
             problem: "no such model file (give a zoo model name or an ONNX path)".into(),
-        }
-        .into());
+        });
     }
+    Ok(path)
+}
+
+fn run_profile(args: &ProfileArgs) -> anyhow::Result<i32> {
+    let engine: Engine = args.engine.parse().context("--engine")?;
+    let path = model_path(&args.model, &args.model_dir, args.no_export)?;
     let r = profile::profile_model(&path, engine, args.warmup_runs, args.runs, args.seed)?;
     println!(
         "{} ({}): {:.3} ms per inference summed over nodes, {} runs, {:.2} M MACs\n",
@@ -362,6 +390,36 @@ fn run_profile(args: &ProfileArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+fn run_serve(args: &ServeArgs) -> anyhow::Result<i32> {
+    let engine: Engine = args.engine.parse().context("--engine")?;
+    let path = model_path(&args.model, &args.model_dir, args.no_export)?;
+    let name = path.display().to_string();
+    let opts = edge_runtime::RuntimeOptions {
+        input_shape: None,
+        threads: 1,
+        engine,
+    };
+    let (model, _) = edge_runtime::EdgeModel::load_path(&path, &opts).map_err(|source| {
+        HarnessError::Runtime {
+            model: name.clone(),
+            source,
+        }
+    })?;
+    let input = edge_runtime::deterministic_input(model.input_shape(), args.seed);
+    let stdin = std::io::stdin().lock();
+    let stdout = std::io::stdout().lock();
+    bench_harness::benchmark::serve::serve_runs(
+        &model,
+        &name,
+        &input,
+        args.warmup_runs,
+        stdin,
+        stdout,
+        "stdin",
+    )?;
+    Ok(0)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
@@ -372,6 +430,7 @@ fn main() -> ExitCode {
         Some(Command::Device(a)) => device::run_device(a),
         Some(Command::Fleet(a)) => device::run_fleet(a),
         Some(Command::Qemu(a)) => qemu::run_qemu(a),
+        Some(Command::ServeRuns(a)) => run_serve(a),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

@@ -477,3 +477,71 @@ fn profile_attributes_every_mac_to_the_node_that_computes_it() {
         assert!(res("7x7").unwrap().macs > 0);
     }
 }
+
+/// `edgebench serve-runs`: a header, then one line of times per request, as many as asked;
+/// a request that is not a count is a bad-input error naming its line (exit status 2),
+/// after the replies to the lines before it.
+#[test]
+fn serve_runs_answers_each_request_with_that_many_times() {
+    use std::io::Write;
+    use std::process::Stdio;
+
+    let run = full_run();
+    let serve = |requests: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_edgebench"))
+            .args(["serve-runs", "mobilenet_0.125", "--model-dir", "models"])
+            .args(["--no-export", "--engine", "edge", "--warmup-runs", "1"])
+            .current_dir(run.dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(requests.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let o = serve("3\n\n1\n");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    let header: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(
+        header["schema"],
+        bench_harness::benchmark::serve::SERVE_SCHEMA
+    );
+    assert_eq!(header["engine"], "edge");
+    assert_eq!(header["warmup_runs"], 1);
+    assert!(
+        header["model"]
+            .as_str()
+            .unwrap()
+            .ends_with("mobilenet_0.125.onnx"),
+        "{header}"
+    );
+    #[cfg(target_arch = "x86_64")]
+    assert!(header["edge_isa"].is_string(), "{header}");
+    for (line, runs) in lines[1..].iter().zip([3, 1]) {
+        let times: Vec<f64> = line.split(' ').map(|t| t.parse().unwrap()).collect();
+        assert_eq!(times.len(), runs, "{line}");
+        assert!(times.iter().all(|&t| t > 0.0), "{line}");
+    }
+
+    let o = serve("2\nseven\n4\n");
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    assert!(
+        text(&o).contains("stdin: line 2: \"seven\" is not a number of runs (1 to 10000)"),
+        "{}",
+        text(&o)
+    );
+    let o = serve("0\n");
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("line 1: \"0\""), "{}", text(&o));
+}

@@ -52,27 +52,49 @@ fn edgebench_report(models: &Path, model: &str, engine: &str, json: &Path) {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
 
-/// The cells of the peer table's row for `model`: name, tract, edge, onnxruntime, ratio.
-fn row_cells(stdout: &str, model: &str) -> Vec<String> {
+/// Every cell of a printed table's row for `model`, with the empty ones outside the
+/// first and last `|`.
+fn table_row(stdout: &str, model: &str) -> Vec<String> {
     let row = stdout
         .lines()
         .find(|l| l.starts_with(&format!("| {model} |")))
         .unwrap_or_else(|| panic!("no row for {model}: {stdout}"));
-    let cells: Vec<String> = row.split('|').map(|c| c.trim().to_string()).collect();
-    assert_eq!(cells.len(), 7, "{row}");
+    row.split('|').map(|c| c.trim().to_string()).collect()
+}
+
+/// The cells of the peer table's row for `model`: name, tract, edge, onnxruntime, ratio.
+fn row_cells(stdout: &str, model: &str) -> Vec<String> {
+    let cells = table_row(stdout, model);
+    assert_eq!(cells.len(), 7, "{cells:?}");
     cells[1..6].to_vec()
+}
+
+/// The peer script.
+fn script() -> PathBuf {
+    workspace().join("bench-harness/peers/onnxruntime_bench.py")
+}
+
+/// A temporary directory with `model` exported into its `models/` (returned too).
+fn exported(model: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    model_zoo::export_models(&models, Some(&[model.to_string()]), &Default::default()).unwrap();
+    (dir, models)
+}
+
+/// The peer script's JSON report.
+fn report(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 #[test]
 fn onnxruntime_peer_runs_beside_an_edgebench_report() {
-    let dir = tempfile::tempdir().unwrap();
     let model = "fd_mobilenet_0.25";
-    let models = dir.path().join("models");
-    model_zoo::export_models(&models, Some(&[model.to_string()]), &Default::default()).unwrap();
+    let (dir, models) = exported(model);
     let ours = dir.path().join("ours.json");
     edgebench_report(&models, model, "both", &ours);
 
-    let script = workspace().join("bench-harness/peers/onnxruntime_bench.py");
+    let script = script();
     let peer_json = dir.path().join("peer.json");
     let run_peer = || {
         Command::new(python())
@@ -94,8 +116,7 @@ fn onnxruntime_peer_runs_beside_an_edgebench_report() {
     for cell in &cells[1..5] {
         assert!(cell != "-" && !cell.is_empty(), "{cells:?}");
     }
-    let peer: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&peer_json).unwrap()).unwrap();
+    let peer = report(&peer_json);
     assert_eq!(peer["schema"], "edgebench/peer-onnxruntime/v1");
     assert_eq!(peer["threads"], 1);
     assert_eq!(peer["models"][0]["name"], model);
@@ -120,7 +141,7 @@ fn onnxruntime_peer_takes_one_edgebench_report_per_model() {
     model_zoo::export_models(&models, Some(&owned), &Default::default()).unwrap();
     let mut command = Command::new(python());
     command
-        .arg(workspace().join("bench-harness/peers/onnxruntime_bench.py"))
+        .arg(script())
         .arg("--model-dir")
         .arg(&models)
         .args(["--models", &names.join(","), "--min-runs", "3"])
@@ -145,13 +166,11 @@ fn onnxruntime_peer_takes_one_edgebench_report_per_model() {
 
 #[test]
 fn onnxruntime_peer_profiles_its_time_per_node_and_operator() {
-    let dir = tempfile::tempdir().unwrap();
     let model = "fd_mobilenet_0.25";
-    let models = dir.path().join("models");
-    model_zoo::export_models(&models, Some(&[model.to_string()]), &Default::default()).unwrap();
+    let (dir, models) = exported(model);
     let peer_json = dir.path().join("peer.json");
     let o = Command::new(python())
-        .arg(workspace().join("bench-harness/peers/onnxruntime_bench.py"))
+        .arg(script())
         .arg("--model-dir")
         .arg(&models)
         .args(["--models", model, "--min-runs", "3", "--min-time", "0"])
@@ -168,8 +187,7 @@ fn onnxruntime_peer_profiles_its_time_per_node_and_operator() {
 
     // Every node's mean is a positive time, and together they account for most of one
     // inference: the profile covers the network, not a stray node.
-    let peer: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&peer_json).unwrap()).unwrap();
+    let peer = report(&peer_json);
     let nodes = peer["models"][0]["profile"].as_array().unwrap();
     assert!(nodes.len() >= 10, "{nodes:?}");
     let total: f64 = nodes
@@ -193,7 +211,7 @@ fn onnxruntime_peer_profiles_its_time_per_node_and_operator() {
 
     // A negative count is refused before anything runs.
     let o = Command::new(python())
-        .arg(workspace().join("bench-harness/peers/onnxruntime_bench.py"))
+        .arg(script())
         .arg("--model-dir")
         .arg(&models)
         .args(["--models", model, "--profile", "-1"])
@@ -208,11 +226,9 @@ fn onnxruntime_peer_profiles_its_time_per_node_and_operator() {
 /// and the ratio of each side's fastest run.
 #[test]
 fn onnxruntime_peer_pairs_rounds_with_edgebench() {
-    let dir = tempfile::tempdir().unwrap();
     let model = "fd_mobilenet_0.25";
-    let models = dir.path().join("models");
-    model_zoo::export_models(&models, Some(&[model.to_string()]), &Default::default()).unwrap();
-    let script = workspace().join("bench-harness/peers/onnxruntime_bench.py");
+    let (dir, models) = exported(model);
+    let script = script();
     let peer_json = dir.path().join("paired.json");
     let paired = |edgebench: &Path, extra: &[&str], json: &Path| {
         Command::new(python())
@@ -232,8 +248,7 @@ fn onnxruntime_peer_pairs_rounds_with_edgebench() {
     let o = paired(edgebench, &[], &peer_json);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 
-    let peer: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&peer_json).unwrap()).unwrap();
+    let peer = report(&peer_json);
     let result = &peer["models"][0];
     assert_eq!(result["name"], model);
     let p = &result["paired"];
@@ -289,23 +304,18 @@ fn onnxruntime_peer_pairs_rounds_with_edgebench() {
     assert!(result["runs"].as_u64().unwrap() >= 9, "{result}");
 
     // The table's row: both medians and the ratio as printed from the report.
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    let row = stdout
-        .lines()
-        .find(|l| l.starts_with(&format!("| {model} |")))
-        .unwrap_or_else(|| panic!("no row for {model}: {stdout}"));
-    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    let cells = table_row(&String::from_utf8_lossy(&o.stdout), model);
     assert_eq!(
         cells[4],
         format!("{:.2}", p["median_ratio"].as_f64().unwrap()),
-        "{row}"
+        "{cells:?}"
     );
     assert_eq!(
         cells[5],
         format!("{:.2}-{:.2}", ratios[0], ratios[2]),
-        "{row}"
+        "{cells:?}"
     );
-    assert_eq!(cells[6], format!("{fastest_ratio:.2}"), "{row}");
+    assert_eq!(cells[6], format!("{fastest_ratio:.2}"), "{cells:?}");
 
     // A missing binary is named, with exit status 2 and no report written.
     let missing = dir.path().join("no-such-edgebench");
@@ -327,6 +337,109 @@ fn onnxruntime_peer_pairs_rounds_with_edgebench() {
         text(&o)
     );
     assert!(!refused.exists());
+}
+
+#[test]
+fn onnxruntime_peer_interleaves_batches_with_an_edgebench_serve_runs_process() {
+    let model = "fd_mobilenet_0.25";
+    let (dir, models) = exported(model);
+    let script = script();
+    let edgebench = Path::new(env!("CARGO_BIN_EXE_edgebench"));
+    let interleaved = |extra: &[&str], json: &Path| {
+        Command::new(python())
+            .arg(&script)
+            .arg("--model-dir")
+            .arg(&models)
+            .args(["--models", model, "--warmup", "1", "--edgebench"])
+            .arg(edgebench)
+            .args(extra)
+            .arg("--json")
+            .arg(json)
+            .output()
+            .unwrap()
+    };
+    let peer_json = dir.path().join("interleaved.json");
+    let o = interleaved(&["--interleaved", "5", "--batch", "3"], &peer_json);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    let peer = report(&peer_json);
+    let result = &peer["models"][0];
+    assert_eq!(result["name"], model);
+    let p = &result["interleaved"];
+    assert_eq!(p["engine"], "edge");
+    assert_eq!(
+        (p["pairs"].as_u64(), p["batch"].as_u64()),
+        (Some(5), Some(3))
+    );
+    #[cfg(target_arch = "x86_64")]
+    assert!(
+        ["Avx512", "Avx2Fma"].contains(&p["edge_isa"].as_str().unwrap()),
+        "{p}"
+    );
+    // Linux: both runtimes were kept on one CPU, which the report names.
+    #[cfg(target_os = "linux")]
+    assert!(p["cpu"].as_u64().is_some(), "{p}");
+    // Every pair's runs came back: 5 pairs of 3 on each side, all positive times.
+    let floats = |v: &serde_json::Value| -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    let edge = floats(&p["edgebench_samples_ms"]);
+    let ort = floats(&result["samples_ms"]);
+    assert_eq!((edge.len(), ort.len()), (15, 15), "{p}");
+    assert!(edge.iter().chain(&ort).all(|&t| t > 0.0), "{p}");
+    // Each pair's ratio is the ratio of its two batches' medians (the middle of 3).
+    let median3 = |xs: &[f64]| {
+        let mut xs = xs.to_vec();
+        xs.sort_by(f64::total_cmp);
+        xs[1]
+    };
+    let mut ratios = floats(&p["pair_ratios"]);
+    assert_eq!(ratios.len(), 5, "{p}");
+    for (i, ratio) in ratios.iter().enumerate() {
+        let expected = median3(&edge[3 * i..][..3]) / median3(&ort[3 * i..][..3]);
+        assert!((ratio - expected).abs() < 1e-9, "pair {i}: {p}");
+    }
+    let fastest_ratio = p["fastest_ratio"].as_f64().unwrap();
+    let min = |xs: &[f64]| xs.iter().copied().fold(f64::INFINITY, f64::min);
+    assert!((fastest_ratio - min(&edge) / min(&ort)).abs() < 1e-9, "{p}");
+    let faster = ratios.iter().filter(|&&r| r < 1.0).count() as f64 / 5.0;
+    assert_eq!(p["edgebench_faster_share"].as_f64().unwrap(), faster, "{p}");
+    ratios.sort_by(f64::total_cmp);
+    let median_ratio = p["median_ratio"].as_f64().unwrap();
+    assert_eq!(median_ratio, ratios[2], "{p}");
+    let ci = floats(&p["ci95_median_ratio"]);
+    assert!(ci[0] <= median_ratio && median_ratio <= ci[1], "{p}");
+
+    // The table's row shows the same numbers.
+    let cells = table_row(&String::from_utf8_lossy(&o.stdout), model);
+    assert_eq!(
+        cells[4],
+        format!("{median_ratio:.3} ({:.3}-{:.3})", ci[0], ci[1]),
+        "{cells:?}"
+    );
+    assert_eq!(cells[5], format!("{:.0} %", 100.0 * faster), "{cells:?}");
+    assert_eq!(cells[6], format!("{fastest_ratio:.3}"), "{cells:?}");
+
+    // Refused before anything runs, exit status 2, no report: both modes at once, a
+    // batch of 0, and a CPU this process may not use.
+    let refused = dir.path().join("refused.json");
+    for (extra, message) in [
+        (&["--interleaved", "2", "--paired", "2"][..], "choose one"),
+        (&["--interleaved", "2", "--batch", "0"][..], "--batch 0"),
+        (
+            &["--interleaved", "2", "--cpu", "100000"][..],
+            "--cpu 100000",
+        ),
+    ] {
+        let o = interleaved(extra, &refused);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", text(&o));
+        assert!(text(&o).contains(message), "{extra:?}: {}", text(&o));
+        assert!(!refused.exists());
+    }
 }
 
 /// `peers/hide_avx512.c`, built with the system's gcc and preloaded into both runtimes:
@@ -399,7 +512,7 @@ fn hide_avx512_puts_both_runtimes_on_their_avx2_paths() {
     assert_eq!(edge_isa(o, &hidden), "Avx2Fma");
 
     let o = Command::new(python())
-        .arg(workspace().join("bench-harness/peers/onnxruntime_bench.py"))
+        .arg(script())
         .arg("--model-dir")
         .arg(&models)
         .args(["--models", model, "--min-runs", "3", "--min-time", "0"])

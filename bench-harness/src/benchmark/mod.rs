@@ -1,5 +1,6 @@
 //! Scheduling and measurement: models of a budget measured interleaved in rounds.
 
+pub mod serve;
 pub mod stats;
 
 use std::collections::hash_map::DefaultHasher;
