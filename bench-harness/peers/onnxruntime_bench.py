@@ -270,10 +270,13 @@ class ServeRuns:
             "--no-export", "--warmup-runs", str(args.warmup),
         ]
         self.name = name
+        # Its messages go to a file: a pipe nobody reads while it runs could fill and
+        # stall it.
+        self.stderr = tempfile.TemporaryFile(mode="w+")
         try:
             self.process = subprocess.Popen(
                 command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, text=True)
+                stderr=self.stderr, text=True)
         except OSError as e:
             die(f"{binary}: cannot run edgebench: {e} "
                 "(build it: cargo build --release -p bench-harness, or pass --edgebench)")
@@ -282,14 +285,19 @@ class ServeRuns:
             self.header = json.loads(header)
         except ValueError:
             self.fail("no header line")
-        if not str(self.header.get("schema", "")).startswith("edgebench/serve-runs/"):
-            self.fail(f"unexpected header {header.strip()!r}")
+        if not (isinstance(self.header, dict)
+                and str(self.header.get("schema", "")).startswith("edgebench/serve-runs/")):
+            self.fail(f"unexpected header {header.strip()[:200]!r}")
+
+    def messages(self):
+        self.stderr.seek(0)
+        return self.stderr.read().strip()[-2000:]
 
     def fail(self, what):
         self.process.kill()
-        _, err = self.process.communicate()
+        self.process.communicate()
         die(f"edgebench serve-runs of {self.name} failed ({what}, exit "
-            f"{self.process.returncode}): {err.strip()[-2000:]}")
+            f"{self.process.returncode}): {self.messages()}")
 
     def runs(self, n):
         try:
@@ -308,10 +316,10 @@ class ServeRuns:
 
     def close(self):
         # Closing stdin (communicate does) ends the session.
-        _, err = self.process.communicate()
+        self.process.communicate()
         if self.process.returncode != 0:
             die(f"edgebench serve-runs of {self.name} exited with {self.process.returncode}: "
-                f"{err.strip()[-2000:]}")
+                f"{self.messages()}")
 
 
 def pin_to_one_cpu(cpu):

@@ -424,8 +424,9 @@ fn onnxruntime_peer_interleaves_batches_with_an_edgebench_serve_runs_process() {
     assert_eq!(cells[5], format!("{:.0} %", 100.0 * faster), "{cells:?}");
     assert_eq!(cells[6], format!("{fastest_ratio:.3}"), "{cells:?}");
 
-    // Refused before anything runs, exit status 2, no report: both modes at once, a
-    // batch of 0, and a CPU this process may not use.
+    // Refused, exit status 2, no report: both modes at once, a batch of 0, a CPU this
+    // process may not use (all before anything runs), and a program in edgebench's
+    // place that answers nothing (the last --edgebench counts).
     let refused = dir.path().join("refused.json");
     for (extra, message) in [
         (&["--interleaved", "2", "--paired", "2"][..], "choose one"),
@@ -433,6 +434,10 @@ fn onnxruntime_peer_interleaves_batches_with_an_edgebench_serve_runs_process() {
         (
             &["--interleaved", "2", "--cpu", "100000"][..],
             "--cpu 100000",
+        ),
+        (
+            &["--interleaved", "2", "--edgebench", "/bin/true"][..],
+            "edgebench serve-runs of fd_mobilenet_0.25 failed (no header line, exit 0)",
         ),
     ] {
         let o = interleaved(extra, &refused);
