@@ -516,6 +516,9 @@ fn load_unguarded(
         model = crate::engine::rewrite_optimised(model)
             .map_err(tract_err("the edge engine rewrite"))?
             .0;
+        model = crate::engine::fold_channel_shuffles(model)
+            .map_err(tract_err("the edge engine's channel-shuffle fold"))?
+            .0;
         if let Some(padding) = channels_last_setting() {
             model = crate::engine::channels_last(model, padding)
                 .map_err(tract_err("the edge engine's channels-last pass"))?;

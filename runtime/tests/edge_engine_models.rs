@@ -5,7 +5,9 @@
 // Both BatchNorm forms are covered: folded into the conv bias (fold_bn) and left as
 // BatchNormalization nodes, which declutter turns into per-channel Mul/Add.
 
-use edge_runtime::engine::{EdgeDepthwise3x3, EdgePoolLinear, EdgeRelu, RewriteOptions};
+use edge_runtime::engine::{
+    EdgeDepthwise3x3, EdgePointwise, EdgePoolLinear, EdgeRelu, RewriteOptions,
+};
 use edge_runtime::kernels::{Isa, Layout};
 use edge_runtime::{deterministic_input, tensor_to_f32, EdgeModel, Engine, RuntimeOptions};
 use model_zoo::{benchmark_models, model_onnx_bytes, ExportOptions, Family};
@@ -87,6 +89,20 @@ fn check_model(name: &str, bytes: &[u8], expected_relu: bool, chain_of_edge_ops:
         // Every 1x1 convolution and the first one on our GEMMs: no tract matmul is left.
         assert_eq!(count("OptMatMul"), 0, "{name}: {op_names:?}");
         assert!(count("EdgePointwise") >= 11, "{name}: {op_names:?}");
+        // ShuffleNet's channel shuffles are written by the grouped 1x1 convolutions
+        // before them: of its 16 units' shuffles only the first stays a copy (tract's
+        // MoveAxis), the one after the ungrouped 1x1 layer of the first unit.
+        let shuffled = edge
+            .optimized_model()
+            .nodes()
+            .iter()
+            .filter_map(|n| n.op_as::<EdgePointwise>())
+            .filter(|op| op.kernel.shuffled_output())
+            .count();
+        let shufflenet = name.starts_with("shufflenet");
+        let (want_shuffled, want_moves) = if shufflenet { (15, 1) } else { (0, 0) };
+        assert_eq!(shuffled, want_shuffled, "{name}: {op_names:?}");
+        assert_eq!(count("MoveAxis"), want_moves, "{name}: {op_names:?}");
     }
     if kernels.conv3x3_stride2 {
         assert_eq!(count("EdgeConv3x3s2"), 1, "{name}: {op_names:?}");
@@ -96,8 +112,8 @@ fn check_model(name: &str, bytes: &[u8], expected_relu: bool, chain_of_edge_ops:
     }
 
     // On x86 the MobileNets keep their 7x7 (and deep 14x14) activations channels-last
-    // between our ops, the head included; ShuffleNet's shuffles and joins are tract's, so
-    // nothing there is.
+    // between our ops, the head included; ShuffleNet's grouped layers and joins stay
+    // planar, so nothing there is.
     let edge_nodes = edge.optimized_model().nodes();
     let channels_last_depthwise = edge_nodes
         .iter()

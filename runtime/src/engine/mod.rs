@@ -11,8 +11,10 @@
 //! first 3x3 stride-2 convolution [`EdgeConv3x3s2`] and the pool-and-classifier head
 //! [`EdgePoolLinear`], each with its bias, BatchNorm and ReLU folded in; ShuffleNet's
 //! pools and residual joins get their own ops too. [`rewrite_optimised`] runs after the
-//! optimiser, for the ReLUs it leaves as a scalar pass, and [`channels_last()`] last, which
-//! on x86 keeps the activations between some of our ops channels-last.
+//! optimiser, for the ReLUs it leaves as a scalar pass, then [`fold_channel_shuffles`]
+//! (ShuffleNet's channel shuffles written by the grouped 1x1 convolutions before them),
+//! and [`channels_last()`] last, which on x86 keeps the activations between some of our
+//! ops channels-last.
 
 pub mod channels_last;
 pub mod depthwise;
@@ -20,6 +22,7 @@ pub mod elementwise;
 pub mod head;
 pub mod maxpool;
 pub mod pointwise;
+pub mod shuffle;
 
 pub use channels_last::{channels_last, PixelPadding};
 pub use depthwise::EdgeDepthwise3x3;
@@ -27,6 +30,7 @@ pub use elementwise::{EdgeAddRelu, EdgeBiasRelu, EdgeRelu};
 pub use head::EdgePoolLinear;
 pub use maxpool::EdgeMaxPool3x3;
 pub use pointwise::{EdgeConv3x3s2, EdgePointwise};
+pub use shuffle::fold_channel_shuffles;
 
 use crate::kernels::{Isa, Layout, Layouts, PackedConv3x3s2, PackedPointwise, PackedPoolLinear};
 

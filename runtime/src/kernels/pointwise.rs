@@ -128,6 +128,10 @@ pub struct PackedPointwise {
     packed: Vec<f32>,
     /// Per group, per block: [`EPILOGUE`] floats, biases first, the floor at `ROWS`.
     epilogue: Vec<f32>,
+    /// Output channel `(group, row)` is written to channel `row * groups + group`: the
+    /// channel shuffle that follows ShuffleNet's grouped 1x1 convolutions, done by the
+    /// stores (see [`PackedPointwise::with_shuffled_output`]).
+    shuffled_output: bool,
     /// The weights once more for the small-map paths, one layout per vector path this
     /// host has (AVX-512, AVX2) that can take the layer.
     #[cfg(target_arch = "x86_64")]
@@ -138,9 +142,19 @@ pub struct PackedPointwise {
 /// themselves, which is what an op identity needs).
 impl PartialEq for PackedPointwise {
     fn eq(&self, other: &Self) -> bool {
-        (self.groups, self.rows, self.depth, self.relu)
-            == (other.groups, other.rows, other.depth, other.relu)
-            && same_bits(&self.packed, &other.packed)
+        (
+            self.groups,
+            self.rows,
+            self.depth,
+            self.relu,
+            self.shuffled_output,
+        ) == (
+            other.groups,
+            other.rows,
+            other.depth,
+            other.relu,
+            other.shuffled_output,
+        ) && same_bits(&self.packed, &other.packed)
             && same_bits(&self.epilogue, &other.epilogue)
     }
 }
@@ -155,6 +169,7 @@ impl std::fmt::Debug for PackedPointwise {
             .field("rows", &self.rows)
             .field("depth", &self.depth)
             .field("relu", &self.relu)
+            .field("shuffled_output", &self.shuffled_output)
             .finish_non_exhaustive()
     }
 }
@@ -223,6 +238,7 @@ impl PackedPointwise {
             blocks,
             packed,
             epilogue,
+            shuffled_output: false,
             #[cfg(target_arch = "x86_64")]
             // Only where `suits` can pick them for some map size.
             channel_panels: [Isa::Avx512, Isa::Avx2Fma]
@@ -234,6 +250,32 @@ impl PackedPointwise {
                     )
                 })
                 .collect(),
+        }
+    }
+
+    /// The same layer writing output channel `(group, row)` (channel `group * rows +
+    /// row` of the plain layer) to channel `row * groups + group`: the plain layer
+    /// followed by a channel shuffle of `groups` groups (reshape to `[groups, rows]`,
+    /// transpose, flatten), at no cost: each output channel is a row of its own, which
+    /// the tiles write `groups` rows apart. (Channels-last outputs have one group, which
+    /// a shuffle leaves where it is.)
+    pub fn with_shuffled_output(mut self) -> PackedPointwise {
+        self.shuffled_output = true;
+        self
+    }
+
+    /// Whether [`PackedPointwise::with_shuffled_output`] made this layer.
+    pub fn shuffled_output(&self) -> bool {
+        self.shuffled_output
+    }
+
+    /// Where group `group`'s output rows start in one image's planar output of `pixels`
+    /// pixels per channel, and the floats from one row to the next.
+    fn group_rows(&self, group: usize, pixels: usize) -> (usize, usize) {
+        if self.shuffled_output {
+            (group * pixels, self.groups * pixels)
+        } else {
+            (group * self.rows * pixels, pixels)
         }
     }
 
@@ -293,7 +335,10 @@ impl PackedPointwise {
         {
             for g in 0..self.groups {
                 let x = &x[g * self.depth * pixels..][..self.depth * pixels];
-                let out = &mut out[g * self.rows * pixels..][..self.rows * pixels];
+                // Shuffled, the groups' rows interleave: each group's writes stay on its
+                // own rows of the image's output.
+                let (first_row, row_stride) = self.group_rows(g, pixels);
+                let out = &mut out[first_row..];
                 let packed = &self.packed[g * group_floats..][..group_floats];
                 for chunk in tiles.chunks(per_chunk) {
                     let mut offset = 0;
@@ -308,8 +353,9 @@ impl PackedPointwise {
                             depth: self.depth,
                             height,
                             rows: height.min(self.rows - plan.first),
+                            out_stride: row_stride,
                         };
-                        let out = &mut out[plan.first * pixels..];
+                        let out = &mut out[plan.first * row_stride..];
                         block.run(imp, x, pixels, chunk, out);
                     }
                 }
@@ -379,30 +425,36 @@ impl PackedPointwise {
             .expect("panels are packed for every available vector path");
         let floor = if self.relu { 0.0 } else { f32::NEG_INFINITY };
         // The groups of every image follow each other in NCHW (channels-last layouts
-        // have one group).
-        let (group_in, group_out) = (
-            layouts.input.floats_per_pixel(self.depth) * pixels,
-            layouts.output.floats_per_pixel(self.rows) * pixels,
-        );
-        for (i, (x, out)) in input
-            .chunks_exact(group_in)
-            .zip(output.chunks_exact_mut(group_out))
-            .enumerate()
+        // have one group), unless the output is shuffled.
+        let group_in = layouts.input.floats_per_pixel(self.depth) * pixels;
+        let image_out = layouts.output.floats_per_pixel(self.output_channels()) * pixels;
+        for (x, out) in input
+            .chunks_exact(group_in * self.groups)
+            .zip(output.chunks_exact_mut(image_out))
         {
-            // SAFETY: the panels' instruction set is available (they exist only then);
-            // x and out are one group's exact slices.
-            unsafe {
-                panels.run_group(
-                    i % self.groups,
-                    self.rows,
-                    self.depth,
-                    floor,
-                    x,
-                    pixels,
-                    out,
-                    layouts,
-                )
-            };
+            for (g, x) in x.chunks_exact(group_in).enumerate() {
+                let (first_row, row_stride) = if layouts.output.is_channels_last() {
+                    (0, 0)
+                } else {
+                    self.group_rows(g, pixels)
+                };
+                let out = &mut out[first_row..];
+                // SAFETY: the panels' instruction set is available (they exist only
+                // then); x is one group's exact slice, out holds its rows (planar,
+                // row_stride apart) or the image (channels-last, one group).
+                unsafe {
+                    panels.run_group(
+                        g,
+                        self.rows,
+                        self.depth,
+                        floor,
+                        x,
+                        pixels,
+                        (out, row_stride),
+                        layouts,
+                    )
+                };
+            }
         }
     }
 }
@@ -457,6 +509,9 @@ struct Block<'a> {
     height: usize,
     /// Valid rows: `height`, or fewer in a zero-padded single block.
     rows: usize,
+    /// Floats from one output row to the next: the pixels of a row, or more where the
+    /// output is shuffled.
+    out_stride: usize,
 }
 
 impl Block<'_> {
@@ -523,7 +578,7 @@ impl Block<'_> {
         };
         let direct = self.rows == self.height;
         if direct {
-            assert!(out.len() >= (self.height - 1) * pixels + end);
+            assert!(out.len() >= (self.height - 1) * self.out_stride + end);
         }
         // Only a partial block writes here; one per call, not per tile.
         let mut scratch = [0f32; ROWS * AVX512_COLUMNS];
@@ -531,7 +586,7 @@ impl Block<'_> {
             let start = tile.start + t * cols;
             let (dst, dst_stride) = if direct {
                 // SAFETY: start + cols <= end, inside out (asserted).
-                (unsafe { out.as_mut_ptr().add(start) }, pixels)
+                (unsafe { out.as_mut_ptr().add(start) }, self.out_stride)
             } else {
                 (scratch.as_mut_ptr(), cols)
             };
@@ -553,7 +608,8 @@ impl Block<'_> {
             }
             if !direct {
                 for r in 0..self.rows {
-                    out[r * pixels + start..][..cols].copy_from_slice(&scratch[r * cols..][..cols]);
+                    out[r * self.out_stride + start..][..cols]
+                        .copy_from_slice(&scratch[r * cols..][..cols]);
                 }
             }
         }
@@ -583,13 +639,14 @@ impl Block<'_> {
             _ => neon::tiles_4x1,
         };
         if self.rows == self.height {
-            assert!(out.len() >= (self.height - 1) * pixels + end);
+            assert!(out.len() >= (self.height - 1) * self.out_stride + end);
             // SAFETY: the reads stay inside x and the writes (height rows of columns
-            // start..end, `pixels` apart) inside out, both asserted above; the weight
+            // start..end, `out_stride` apart) inside out, both asserted above; the weight
             // block holds depth * height floats and the epilogue EPILOGUE.
             unsafe {
                 let x = x.as_ptr().add(tile.start);
-                kernel(&args(pixels), x, out.as_mut_ptr().add(tile.start), count);
+                let dst = out.as_mut_ptr().add(tile.start);
+                kernel(&args(self.out_stride), x, dst, count);
             }
             return;
         }
@@ -599,7 +656,8 @@ impl Block<'_> {
             // SAFETY: reads as above; writes at most ROWS rows of at most 8 floats, 8 apart.
             unsafe { kernel(&args(8), x.as_ptr().add(start), scratch.as_mut_ptr(), 1) };
             for r in 0..self.rows {
-                out[r * pixels + start..][..cols].copy_from_slice(&scratch[r * 8..][..cols]);
+                out[r * self.out_stride + start..][..cols]
+                    .copy_from_slice(&scratch[r * 8..][..cols]);
             }
         }
     }
@@ -667,7 +725,7 @@ fn column_tiles(imp: Isa, widths: &[usize], pixels: usize) -> Vec<Tile> {
 }
 
 /// The tile in plain Rust: the block's rows by `cols` pixels; `x` and `out` start at the
-/// tile's first column, rows `pixels` apart.
+/// tile's first column, rows `pixels` and `block.out_stride` apart.
 fn scalar_tile(block: &Block, x: &[f32], pixels: usize, cols: usize, out: &mut [f32]) {
     let floor = block.epilogue[ROWS];
     for r in 0..block.rows {
@@ -676,7 +734,7 @@ fn scalar_tile(block: &Block, x: &[f32], pixels: usize, cols: usize, out: &mut [
             for k in 0..block.depth {
                 acc += block.weights[k * block.height + r] * x[k * pixels + c];
             }
-            out[r * pixels + c] = acc.max(floor);
+            out[r * block.out_stride + c] = acc.max(floor);
         }
     }
 }
@@ -1116,6 +1174,25 @@ mod tests {
         out
     }
 
+    /// The plain layer's output from a shuffled one's: channel `row * groups + group`
+    /// back to `group * rows + row`, image by image.
+    fn unshuffle(shuffled: &[f32], groups: usize, rows: usize, pixels: usize) -> Vec<f32> {
+        let mut plain = vec![f32::NAN; shuffled.len()];
+        let image = groups * rows * pixels;
+        for (from, to) in shuffled
+            .chunks_exact(image)
+            .zip(plain.chunks_exact_mut(image))
+        {
+            for g in 0..groups {
+                for r in 0..rows {
+                    to[(g * rows + r) * pixels..][..pixels]
+                        .copy_from_slice(&from[(r * groups + g) * pixels..][..pixels]);
+                }
+            }
+        }
+        plain
+    }
+
     fn check(groups: usize, rows: usize, depth: usize, pixels: usize, images: usize) {
         check_packed(groups, rows, depth, pixels, images, None);
         // Packed for the map it runs on: the AVX-512 panels widen on maps larger than
@@ -1154,6 +1231,14 @@ mod tests {
                 let mut got = vec![f32::NAN; expected.len()];
                 packed.run_with(imp, &input, pixels, &mut got);
                 assert_close(&got, "");
+                if groups > 1 {
+                    // Shuffled: each output channel where the channel shuffle puts it.
+                    let shuffled = packed.clone().with_shuffled_output();
+                    let mut got = vec![f32::NAN; expected.len()];
+                    shuffled.run_with(imp, &input, pixels, &mut got);
+                    let unshuffled = unshuffle(&got, groups, rows, pixels);
+                    assert_close(&unshuffled, " shuffled");
+                }
                 // The other set of AVX-512 tiles too, whatever the environment picked.
                 if imp == Isa::Avx512 {
                     let tile_sets = [Avx512Tiles::Columns64, Avx512Tiles::Columns32];
@@ -1331,9 +1416,23 @@ mod tests {
 
     #[test]
     fn groups_and_batches_use_their_own_weights() {
+        // Each also shuffled (`check_packed`): blocks of fewer rows than a tile (5, 7)
+        // go through the scratch tile, whole ones (6, 20) store straight to rows that
+        // lie `groups` rows apart.
         check(3, 5, 4, 49, 2);
         check(3, 20, 20, 14 * 14, 1);
         check(2, 6, 9, 3, 3);
+        check(3, 7, 6, 250, 1);
+        check(4, 10, 3, 1, 2);
+    }
+
+    #[test]
+    fn only_the_shuffle_flag_tells_shuffled_layers_apart() {
+        let plain = PackedPointwise::new(&[0.5; 3 * 4 * 2], &[0.0; 12], 3, 4, 2, true);
+        let shuffled = plain.clone().with_shuffled_output();
+        assert!(shuffled.shuffled_output() && !plain.shuffled_output());
+        assert_ne!(plain, shuffled);
+        assert_eq!(shuffled, plain.clone().with_shuffled_output());
     }
 
     #[test]

@@ -119,13 +119,15 @@ impl ChannelPanels {
         self.isa
     }
 
-    /// One group of one image: `x` is `[depth][pixels]`, `out` `[rows][pixels]`, or
-    /// `[pixels][pixel_floats]` where `layouts` says channels-last (each pixel's first
-    /// `depth` or `rows` floats read or written).
+    /// One group of one image: `x` is `[depth][pixels]`, `out` `rows` rows of `pixels`
+    /// floats, `out_stride` apart, or `x` and `out` `[pixels][pixel_floats]` where
+    /// `layouts` says channels-last (each pixel's first `depth` or `rows` floats read or
+    /// written; `out_stride` unused).
     ///
     /// # Safety
-    /// The panels' instruction set is available; `x` and `out` hold exactly the group's
-    /// floats (`pixels` times those per pixel in their layouts), `group < groups`.
+    /// The panels' instruction set is available; `x` holds exactly the group's floats
+    /// (`pixels` times those per pixel in its layout), `out` at least the rows above
+    /// (planar) or exactly the group's floats (channels-last), `group < groups`.
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn run_group(
         &self,
@@ -135,14 +137,18 @@ impl ChannelPanels {
         floor: f32,
         x: &[f32],
         pixels: usize,
-        out: &mut [f32],
+        (out, out_stride): (&mut [f32], usize),
         layouts: Layouts,
     ) {
         let x_pixel = layouts.input.floats_per_pixel(depth);
         let out_pixel = layouts.output.floats_per_pixel(rows);
         assert!(x_pixel >= depth && out_pixel >= rows);
         assert_eq!(x.len(), x_pixel * pixels);
-        assert_eq!(out.len(), out_pixel * pixels);
+        if layouts.output.is_channels_last() {
+            assert_eq!(out.len(), out_pixel * pixels);
+        } else {
+            assert!(out_stride >= pixels && out.len() >= (rows - 1) * out_stride + pixels);
+        }
         let lanes = self.lanes;
         // AVX2: the input is first copied into `[tile][k][pixel]` strips, so a tile reads
         // its pixels of every row of `k` from consecutive lines rather than one line (or
@@ -169,7 +175,7 @@ impl ChannelPanels {
                 // SAFETY (caller: the ISA): the panel holds depth * width floats, bias
                 // width from `first`; x is read at columns start..start + cols of depth
                 // rows `pixels` apart, and out written at the same columns of the `real`
-                // rows from `first` (channels-last: the first `depth` floats of pixels
+                // rows from `first`, `out_stride` apart (channels-last: the first `depth` floats of pixels
                 // start..start + cols, `x_pixel` apart, and floats first..first + real
                 // of the same pixels, `out_pixel` apart), all inside the slices
                 // (asserted); prefetches do not access
@@ -192,11 +198,11 @@ impl ChannelPanels {
                         None => pixels,
                     },
                     x_pixel_stride: x_pixel,
-                    stride: if out_last { out_pixel } else { pixels },
+                    stride: if out_last { out_pixel } else { out_stride },
                     out: if out_last {
                         out.as_mut_ptr().add(start * out_pixel + first)
                     } else {
-                        out.as_mut_ptr().add(first * pixels + start)
+                        out.as_mut_ptr().add(first * out_stride + start)
                     },
                     real,
                     whole_vector: start + 8 <= pixels,
