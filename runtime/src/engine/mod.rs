@@ -183,6 +183,15 @@ fn replace_by(
     patch.apply(model)
 }
 
+/// The one inlet that reads `outlet`, unless none or several do or it is a model output
+/// (fusing across it would then change what the model computes or returns).
+fn sole_successor(model: &TypedModel, outlet: OutletId) -> Option<InletId> {
+    match model.outlet_successors(outlet) {
+        [only] if !model.outputs.contains(&outlet) => Some(*only),
+        _ => None,
+    }
+}
+
 /// The rank of `input` if it is an f32 tensor laid out as `format` (`NCHW` or `CHW`)
 /// with `channels` channels.
 fn nchw_f32(
@@ -638,10 +647,7 @@ fn pool_linear(model: &mut TypedModel, id: usize) -> TractResult<bool> {
 fn plane_average_input(model: &TypedModel, pooled: OutletId) -> TractResult<Option<OutletId>> {
     use tract_onnx::tract_core::ops::cnn::SumPool;
     use tract_onnx::tract_core::ops::nn::{Reduce, Reducer};
-    let only_consumer = |outlet: OutletId| {
-        model.outlet_successors(outlet).len() == 1 && !model.outputs.contains(&outlet)
-    };
-    if !only_consumer(pooled) {
+    if sole_successor(model, pooled).is_none() {
         return Ok(None);
     }
     let node = model.node(pooled.node);
@@ -698,7 +704,7 @@ fn plane_average_input(model: &TypedModel, pooled: OutletId) -> TractResult<Opti
         if reduce.reducer != Reducer::Sum
             || !(rank == 3 || rank == 4)
             || *reduce.axes != [rank - 2, rank - 1]
-            || !only_consumer(sum)
+            || sole_successor(model, sum).is_none()
             || konst.len() != 1
             || plane.is_none_or(|p| p == 0)
         {
@@ -805,12 +811,9 @@ fn map_pixels(model: &TypedModel, outlet: OutletId) -> TractResult<Option<usize>
 
 /// The output of the `Max(x, 0)` that is the only consumer of `outlet`, if there is one.
 fn relu_successor(model: &TypedModel, outlet: OutletId) -> TractResult<Option<OutletId>> {
-    let [succ_inlet] = model.outlet_successors(outlet) else {
+    let Some(succ_inlet) = sole_successor(model, outlet) else {
         return Ok(None);
     };
-    if model.outputs.contains(&outlet) {
-        return Ok(None);
-    }
     let succ = model.node(succ_inlet.node);
     let Some(max) = succ.op_as::<TypedBinOp>() else {
         return Ok(None);
@@ -992,10 +995,7 @@ fn affine_chain(
     let out_shape = model.outlet_fact(start)?.shape.clone();
     let mut tail = start;
     let mut affine_nodes = 0;
-    while let [succ_inlet] = model.outlet_successors(tail) {
-        if model.outputs.contains(&tail) {
-            break;
-        }
+    while let Some(succ_inlet) = sole_successor(model, tail) {
         let succ = model.node(succ_inlet.node);
         let Some(bin) = succ.op_as::<TypedBinOp>() else {
             break;

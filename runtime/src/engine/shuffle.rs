@@ -10,7 +10,7 @@
 //!
 //! [`PackedPointwise::with_shuffled_output`]: crate::kernels::PackedPointwise::with_shuffled_output
 
-use super::{replace_by, EdgePointwise};
+use super::{replace_by, sole_successor, EdgePointwise};
 use crate::kernels::Layouts;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::change_axes::{AxisOp, IntoShape};
@@ -44,18 +44,9 @@ pub fn fold_channel_shuffles(mut model: TypedModel) -> TractResult<(TypedModel, 
     Ok((model, folded))
 }
 
-/// The node that is the only consumer of node `id`'s only output, unless that output
-/// is also a model output.
-fn sole_consumer(model: &TypedModel, id: usize) -> TractResult<Option<usize>> {
-    let outputs = &model.node(id).outputs;
-    let outlet = OutletId::new(id, 0);
-    if outputs.len() != 1
-        || outputs[0].successors.len() != 1
-        || model.output_outlets()?.contains(&outlet)
-    {
-        return Ok(None);
-    }
-    Ok(Some(outputs[0].successors[0].node))
+/// The node that is the only consumer of node `id`'s first output ([`sole_successor`]).
+fn sole_consumer(model: &TypedModel, id: usize) -> Option<usize> {
+    sole_successor(model, OutletId::new(id, 0)).map(|inlet| inlet.node)
 }
 
 /// The concrete shape of node `id`'s first output, if it has one.
@@ -87,13 +78,13 @@ fn shuffle_after(model: &TypedModel, id: usize, groups: usize) -> TractResult<Op
         s.extend(&shape[axis + 1..]);
         s
     };
-    let Some(split) = sole_consumer(model, id)? else {
+    let Some(split) = sole_consumer(model, id) else {
         return Ok(None);
     };
-    let Some(swap) = sole_consumer(model, split)? else {
+    let Some(swap) = sole_consumer(model, split) else {
         return Ok(None);
     };
-    let Some(merge) = sole_consumer(model, swap)? else {
+    let Some(merge) = sole_consumer(model, swap) else {
         return Ok(None);
     };
     let swaps_channel_axes = matches!(
