@@ -394,18 +394,7 @@ fn run_serve(args: &ServeArgs) -> anyhow::Result<i32> {
     let engine: Engine = args.engine.parse().context("--engine")?;
     let path = model_path(&args.model, &args.model_dir, args.no_export)?;
     let name = path.display().to_string();
-    let opts = edge_runtime::RuntimeOptions {
-        input_shape: None,
-        threads: 1,
-        engine,
-    };
-    let (model, _) = edge_runtime::EdgeModel::load_path(&path, &opts).map_err(|source| {
-        HarnessError::Runtime {
-            model: name.clone(),
-            source,
-        }
-    })?;
-    let input = edge_runtime::deterministic_input(model.input_shape(), args.seed);
+    let (model, _, input) = bench_harness::benchmark::load_with_input(&path, engine, 1, args.seed)?;
     let stdin = std::io::stdin().lock();
     let stdout = std::io::stdout().lock();
     bench_harness::benchmark::serve::serve_runs(

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use edge_runtime::{EdgeModel, Engine, RuntimeOptions};
+use edge_runtime::Engine;
 use serde::{Deserialize, Serialize};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::{EvalContext, OpState, SimplePlan};
@@ -128,21 +128,11 @@ pub fn profile_model(
     seed: u64,
 ) -> Result<ProfileReport, HarnessError> {
     let runs = runs.max(1);
-    let rt = |source| HarnessError::Runtime {
-        model: path.display().to_string(),
-        source,
-    };
     let cost = model_zoo::count_onnx_file(path).map_err(|source| HarnessError::Count {
         file: path.display().to_string(),
         source,
     })?;
-    let opts = RuntimeOptions {
-        input_shape: None,
-        threads: 1,
-        engine,
-    };
-    let (model, _) = EdgeModel::load_path(path, &opts).map_err(rt)?;
-    let input = edge_runtime::deterministic_input(model.input_shape(), seed);
+    let (model, _, input) = crate::benchmark::load_with_input(path, engine, 1, seed)?;
     let typed = model.optimized_model().clone();
     let tract_err = |e: TractError| HarnessError::Other(format!("{}: {e:#}", path.display()));
     let plan = SimplePlan::new(typed).map_err(tract_err)?;

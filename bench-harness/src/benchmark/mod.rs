@@ -8,7 +8,7 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use edge_runtime::{measure, EdgeModel, Engine, RuntimeOptions};
+use edge_runtime::{measure, EdgeModel, Engine, LoadTimings, RuntimeOptions};
 use model_zoo::{BenchmarkModel, CostReport};
 use tract_onnx::prelude::Tensor;
 
@@ -298,19 +298,12 @@ fn load_entry(
     cfg: &RunConfig,
     cost: CostReport,
 ) -> Result<Entry, HarnessError> {
-    let opts = RuntimeOptions {
-        input_shape: None,
-        threads: cfg.threads,
-        engine,
-    };
     let path = spec.path.clone();
-    let runtime_err = |source| HarnessError::Runtime {
+    let (model, timings, input) = load_with_input(&path, engine, cfg.threads, cfg.seed)?;
+    let first = measure::time_one_run(&model, &input).map_err(|source| HarnessError::Runtime {
         model: path.display().to_string(),
         source,
-    };
-    let (model, timings) = EdgeModel::load_path(&path, &opts).map_err(runtime_err)?;
-    let input = edge_runtime::deterministic_input(model.input_shape(), cfg.seed);
-    let first = measure::time_one_run(&model, &input).map_err(runtime_err)?;
+    })?;
     Ok(Entry {
         spec,
         engine,
@@ -326,6 +319,28 @@ fn load_entry(
         samples: Vec::new(),
         measured_time: Duration::ZERO,
     })
+}
+
+/// Loads `path` on `engine` with `threads` threads, with the deterministic input of
+/// `seed` at its input shape: what every timed run here starts from.
+pub fn load_with_input(
+    path: &Path,
+    engine: Engine,
+    threads: usize,
+    seed: u64,
+) -> Result<(EdgeModel, LoadTimings, Tensor), HarnessError> {
+    let opts = RuntimeOptions {
+        input_shape: None,
+        threads,
+        engine,
+    };
+    let (model, timings) =
+        EdgeModel::load_path(path, &opts).map_err(|source| HarnessError::Runtime {
+            model: path.display().to_string(),
+            source,
+        })?;
+    let input = edge_runtime::deterministic_input(model.input_shape(), seed);
+    Ok((model, timings, input))
 }
 
 /// Warm-up and measured rounds of one group: every round runs each entry once, in
